@@ -1,0 +1,11 @@
+//! Generates the Rust code for `proto/vclink/v1/link.proto` with protox, so no system
+//! `protoc` is needed to build.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(["vclink/v1/link.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Label and annotation keys shared by hub and agent. Everything vclink writes lives
+//! under `vclink.io/` so it is easy to find and never collides with Rancher's or
+//! vCluster's own keys.
+
+/// Label on every provisioning cluster vclink created: marks it as ours.
+pub const LABEL_MANAGED_BY: &str = "vclink.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY_VALUE: &str = "vclink";
+/// Label: Rancher cluster id of the host (downstream) cluster the vCluster runs in.
+pub const LABEL_HOST_CLUSTER: &str = "vclink.io/host-cluster";
+/// Label: UID of the vCluster's Service in the host cluster.
+pub const LABEL_SERVICE_UID: &str = "vclink.io/service-uid";
+/// Label: namespace of the vCluster in the host cluster.
+pub const LABEL_NAMESPACE: &str = "vclink.io/namespace";
+/// Label: name of the vCluster (its Service).
+pub const LABEL_NAME: &str = "vclink.io/name";
+/// Label: project id (`p-xxxxx`) of the vCluster's namespace, if any.
+pub const LABEL_PROJECT: &str = "vclink.io/project";
+/// Label put on clusters vclink created, also seen by Fleet (it has no `cattle.io/`),
+/// so the agent bundle can leave vCluster clusters out.
+pub const LABEL_VCLUSTER: &str = "vclink.io/vcluster";
+
+/// Service label that selects vClusters.
+pub const SERVICE_SELECTOR: &str = "app=vcluster";
+/// Service annotation: do not import this vCluster.
+pub const ANNOTATION_SKIP_IMPORT: &str = "vclink.io/skip-import";
+/// Service annotation: requested Rancher cluster name.
+pub const ANNOTATION_CLUSTER_NAME: &str = "vclink.io/cluster-name";
+/// Service annotation written by the agent: Rancher management cluster id.
+pub const ANNOTATION_RANCHER_CLUSTER: &str = "vclink.io/rancher-cluster-id";
+/// Service annotation written by the agent: provisioning cluster name.
+pub const ANNOTATION_RANCHER_CLUSTER_NAME: &str = "vclink.io/rancher-cluster-name";
+/// Service annotation written by the agent: current state (pending, registering, ...).
+pub const ANNOTATION_STATE: &str = "vclink.io/state";
+/// Service annotation written by the agent: last error message (cleared on success).
+pub const ANNOTATION_LAST_ERROR: &str = "vclink.io/last-error";
+/// Service annotation written by the agent: when the state last changed (RFC 3339).
+pub const ANNOTATION_STATE_SINCE: &str = "vclink.io/state-since";
+/// Service annotation written by the agent when a user deleted the Rancher cluster;
+/// remove it to import the vCluster again.
+pub const ANNOTATION_RANCHER_DELETED: &str = "vclink.io/rancher-cluster-deleted";
+
+/// Label on Jobs and Secrets the agent creates (so its RBAC and watches can be scoped).
+pub const LABEL_AGENT_COMPONENT: &str = "vclink.io/component";
+/// Value of [`LABEL_AGENT_COMPONENT`] on registration Jobs and their Secrets.
+pub const COMPONENT_REGISTRATION: &str = "registration";
+/// Label on registration Jobs/Secrets: the vCluster Service UID they belong to.
+pub const LABEL_JOB_SERVICE_UID: &str = "vclink.io/service-uid";

@@ -1,0 +1,27 @@
+//! The vclink agent ↔ hub contract: generated gRPC types for `vclink.v1`, the limits
+//! both sides enforce, validation of every field that crosses the wire, and the small
+//! vocabulary (label and annotation keys) that hub and agent must agree on.
+//!
+//! Nothing here talks to Kubernetes or the network; it is pure so both binaries and the
+//! tests can use it and so the edge checks are unit-tested in one place.
+#![forbid(unsafe_code)]
+
+pub mod keys;
+pub mod limits;
+pub mod names;
+pub mod secret;
+pub mod validate;
+
+/// Generated protobuf and tonic code for package `vclink.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("vclink.v1");
+}
+
+/// The protocol version this build speaks (see `Hello.protocol_version`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The audience the agent's projected ServiceAccount token is minted for.
+pub const TOKEN_AUDIENCE: &str = "vclink-hub";
+
+pub use secret::Secret;

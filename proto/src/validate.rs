@@ -1,0 +1,185 @@
+//! Validation of every field an agent sends. The hub runs these before a message can
+//! touch any state; the error text says which field is wrong and why, and never echoes
+//! more than a short, sanitized prefix of the offending value.
+
+use crate::limits::{MAX_MESSAGE_TEXT, MAX_SNAPSHOT_CHUNK};
+use crate::v1::{Hello, RegistrationProgress, Remove, Snapshot, VCluster};
+
+/// A field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct Invalid {
+    /// Dotted path of the field, e.g. `snapshot.vclusters[3].namespace`.
+    pub field: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+type Result<T = ()> = std::result::Result<T, Invalid>;
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+    Invalid { field: field.into(), reason: reason.into() }
+}
+
+/// DNS-1123 label: 1–63 chars of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Kubernetes UID: the canonical 8-4-4-4-12 lowercase hex form.
+pub fn is_uid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+}
+
+fn label(field: &str, v: &str) -> Result {
+    if is_dns1123_label(v) {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("must be a DNS-1123 label (≤63 chars of a-z, 0-9, '-'), got {}", preview(v))))
+    }
+}
+
+fn optional_label(field: &str, v: &str) -> Result {
+    if v.is_empty() { Ok(()) } else { label(field, v) }
+}
+
+fn uid(field: &str, v: &str) -> Result {
+    if is_uid(v) { Ok(()) } else { Err(invalid(field, format!("must be a Kubernetes UID, got {}", preview(v)))) }
+}
+
+fn text(field: &str, v: &str, max: usize) -> Result {
+    if v.len() > max {
+        return Err(invalid(field, format!("longer than {max} bytes")));
+    }
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// A short printable preview of untrusted input for error messages.
+fn preview(v: &str) -> String {
+    let p: String = v.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if v.chars().count() > 40 { format!("{p:?}…") } else { format!("{p:?}") }
+}
+
+/// Validates a Hello.
+pub fn hello(h: &Hello) -> Result {
+    label("hello.cluster_id", &h.cluster_id)?;
+    text("hello.agent_version", &h.agent_version, 64)?;
+    text("hello.instance", &h.instance, 253)?;
+    if h.capabilities.len() > 32 {
+        return Err(invalid("hello.capabilities", "more than 32 entries"));
+    }
+    for (i, c) in h.capabilities.iter().enumerate() {
+        text(&format!("hello.capabilities[{i}]"), c, 64)?;
+    }
+    Ok(())
+}
+
+/// Validates one vCluster description.
+pub fn vcluster(field: &str, v: &VCluster) -> Result {
+    uid(&format!("{field}.uid"), &v.uid)?;
+    label(&format!("{field}.namespace"), &v.namespace)?;
+    label(&format!("{field}.name"), &v.name)?;
+    if !v.project_id.is_empty() {
+        let ok = v.project_id.len() <= 127
+            && v.project_id.split_once(':').is_some_and(|(c, p)| is_dns1123_label(c) && is_dns1123_label(p));
+        if !ok {
+            return Err(invalid(
+                format!("{field}.project_id"),
+                format!("must be \"<cluster-id>:<project-id>\", got {}", preview(&v.project_id)),
+            ));
+        }
+    }
+    optional_label(&format!("{field}.requested_name"), &v.requested_name)?;
+    optional_label(&format!("{field}.recorded_cluster_id"), &v.recorded_cluster_id)?;
+    Ok(())
+}
+
+/// Validates a snapshot chunk.
+pub fn snapshot(s: &Snapshot) -> Result {
+    if s.vclusters.len() > MAX_SNAPSHOT_CHUNK {
+        return Err(invalid("snapshot.vclusters", format!("more than {MAX_SNAPSHOT_CHUNK} entries in one chunk")));
+    }
+    for (i, v) in s.vclusters.iter().enumerate() {
+        vcluster(&format!("snapshot.vclusters[{i}]"), v)?;
+    }
+    Ok(())
+}
+
+/// Validates a removal.
+pub fn remove(r: &Remove) -> Result {
+    uid("remove.uid", &r.uid)?;
+    label("remove.namespace", &r.namespace)?;
+    label("remove.name", &r.name)
+}
+
+/// Validates a registration progress report.
+pub fn progress(p: &RegistrationProgress) -> Result {
+    uid("progress.uid", &p.uid)?;
+    optional_label("progress.rancher_cluster_id", &p.rancher_cluster_id)?;
+    text("progress.message", &p.message, MAX_MESSAGE_TEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vc() -> VCluster {
+        VCluster {
+            uid: "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d".into(),
+            namespace: "team-a".into(),
+            name: "vc1".into(),
+            project_id: "c-m-abcd1234:p-xk2lm".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_well_formed_vcluster() {
+        assert_eq!(vcluster("v", &vc()), Ok(()));
+    }
+
+    #[test]
+    fn rejects_bad_fields_with_the_field_named() {
+        let mut v = vc();
+        v.namespace = "Team_A".into();
+        assert_eq!(vcluster("v", &v).unwrap_err().field, "v.namespace");
+        let mut v = vc();
+        v.uid = "not-a-uid".into();
+        assert_eq!(vcluster("v", &v).unwrap_err().field, "v.uid");
+        let mut v = vc();
+        v.name = "x".repeat(64);
+        assert_eq!(vcluster("v", &v).unwrap_err().field, "v.name");
+        let mut v = vc();
+        v.project_id = "p-xk2lm".into();
+        assert_eq!(vcluster("v", &v).unwrap_err().field, "v.project_id");
+    }
+
+    #[test]
+    fn error_preview_is_bounded() {
+        let mut v = vc();
+        v.name = "A".repeat(10_000);
+        let e = vcluster("v", &v).unwrap_err().to_string();
+        assert!(e.len() < 200, "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_strings(uid in ".*", ns in ".*", name in ".*", proj in ".*") {
+            let v = VCluster { uid, namespace: ns, name, project_id: proj, ..Default::default() };
+            let _ = vcluster("v", &v);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Installs etcd and builds kube-apiserver + kube-controller-manager from Debian's
+# `kubernetes` source package (see shared/docs/testenv.md), caching the binaries in
+# $VCLINK_KUBE_CACHE (default ~/.cache/vclink/kube) keyed by package version and patch.
+#
+# Idempotent; safe to run concurrently (flock). Prints one line per step so a user
+# sees progress; on failure names the step and how to retry.
+set -euo pipefail
+
+CACHE_ROOT="${VCLINK_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vclink/kube}"
+PATCH_REV="reflect2-go118-v1"
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/.lock"
+flock 9
+
+step() { echo "[vclink envtest] $*" >&2; }
+fail() { echo "[vclink envtest] FAILED at step: $CURRENT_STEP. $*" >&2
+         echo "[vclink envtest] retry with: bash $0   (log: $LOG)" >&2; exit 1; }
+LOG="$CACHE_ROOT/install.log"
+: >"$LOG"
+run() { "$@" >>"$LOG" 2>&1 || fail "command failed: $*"; }
+CURRENT_STEP="start"
+trap 'fail "unexpected error (exit $?)"' ERR
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+
+need_pkgs=()
+command -v etcd >/dev/null || need_pkgs+=(etcd-server)
+command -v go >/dev/null || need_pkgs+=(golang-go)
+command -v rsync >/dev/null || need_pkgs+=(rsync)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v dpkg-source >/dev/null || need_pkgs+=(dpkg-dev)
+
+if [ ! -f /etc/apt/sources.list.d/debian-src.sources ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  CURRENT_STEP="enable deb-src (needs root)"
+  step "$CURRENT_STEP"
+  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+    | as_root tee /etc/apt/sources.list.d/debian-src.sources >/dev/null || fail "cannot write apt sources; run as root"
+  APT_UPDATED=""
+fi
+
+if [ ${#need_pkgs[@]} -gt 0 ] || [ -z "${APT_UPDATED-x}" ]; then
+  CURRENT_STEP="apt-get update"
+  step "$CURRENT_STEP"
+  run as_root apt-get update
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  CURRENT_STEP="apt-get install ${need_pkgs[*]}"
+  step "$CURRENT_STEP"
+  run as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}"
+fi
+
+CURRENT_STEP="resolve kubernetes source version"
+VERSION="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}')"
+if [ -z "$VERSION" ]; then
+  run as_root apt-get update
+  VERSION="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}')"
+fi
+[ -n "$VERSION" ] || fail "apt-cache showsrc kubernetes found nothing; is deb-src enabled?"
+KEY="${VERSION//[^A-Za-z0-9.+_-]/_}-$PATCH_REV"
+OUT="$CACHE_ROOT/$KEY"
+if [ -x "$OUT/bin/kube-apiserver" ] && [ -x "$OUT/bin/kube-controller-manager" ]; then
+  echo "$OUT/bin"
+  exit 0
+fi
+
+BUILD="$CACHE_ROOT/build-$KEY"
+rm -rf "$BUILD"; mkdir -p "$BUILD"
+CURRENT_STEP="apt-get source kubernetes=$VERSION (~34 MB)"
+step "$CURRENT_STEP"
+(cd "$BUILD" && run apt-get source --only-source "kubernetes=$VERSION")
+SRC="$(find "$BUILD" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -1)"
+[ -n "$SRC" ] || fail "unpacked source directory not found"
+
+CURRENT_STEP="patch vendored reflect2 for Go >= 1.18"
+step "$CURRENT_STEP"
+R="$SRC/vendor/github.com/modern-go/reflect2"
+python3 - "$R" >>"$LOG" 2>&1 <<'PY' || fail "patch did not apply"
+import re, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+link = d / "unsafe_link.go"
+t = link.read_text()
+if "checkBucket" not in t:
+    t = re.sub(r"func mapiterinit\(rtype unsafe\.Pointer, m unsafe\.Pointer\) \*hiter",
+               "func mapiterinit(rtype unsafe.Pointer, m unsafe.Pointer, it *hiter)", t)
+    t = re.sub(r"type hiter struct \{.*?\n\}", """type hiter struct {
+	key         unsafe.Pointer
+	value       unsafe.Pointer
+	t           unsafe.Pointer
+	h           unsafe.Pointer
+	buckets     unsafe.Pointer
+	bptr        unsafe.Pointer
+	overflow    *[]unsafe.Pointer
+	oldoverflow *[]unsafe.Pointer
+	startBucket uintptr
+	offset      uint8
+	wrapped     bool
+	B           uint8
+	i           uint8
+	bucket      uintptr
+	checkBucket uintptr
+}""", t, flags=re.S)
+    assert "it *hiter)" in t and "checkBucket" in t, "unsafe_link.go shape unexpected"
+    link.write_text(t)
+m = d / "unsafe_map.go"
+t = m.read_text()
+if "var it hiter" not in t:
+    new, n = re.subn(r"return &UnsafeMapIterator\{\s*hiter:\s*mapiterinit\(type2\.rtype, \*\(\*unsafe\.Pointer\)\(obj\)\),",
+                     "var it hiter\n\tmapiterinit(type2.rtype, *(*unsafe.Pointer)(obj), &it)\n\treturn &UnsafeMapIterator{\n\t\thiter:      &it,", t)
+    assert n == 1, "unsafe_map.go shape unexpected"
+    m.write_text(new)
+print("patched")
+PY
+
+CURRENT_STEP="go build kube-apiserver + kube-controller-manager (~6-10 min on 2 cores)"
+step "$CURRENT_STEP"
+(
+  cd "$SRC"
+  export GOPATH="$SRC/.go" GOFLAGS=-mod=vendor GOPROXY=off CGO_ENABLED=0 GOCACHE="$BUILD/.gocache"
+  mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
+  run make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+)
+CURRENT_STEP="install into cache"
+mkdir -p "$OUT.tmp/bin"
+cp "$SRC"/_output/local/bin/linux/*/kube-apiserver "$SRC"/_output/local/bin/linux/*/kube-controller-manager "$OUT.tmp/bin/"
+echo "$VERSION $PATCH_REV" >"$OUT.tmp/VERSION"
+rm -rf "$OUT"; mv "$OUT.tmp" "$OUT"
+rm -rf "$BUILD"
+step "kube binaries ready in $OUT/bin"
+echo "$OUT/bin"

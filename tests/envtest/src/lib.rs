@@ -1,0 +1,16 @@
+//! Real Kubernetes API servers for vclink's tests, demo and benchmarks.
+//!
+//! `kube-apiserver` and `kube-controller-manager` are built once from Debian's
+//! `kubernetes` source package and cached outside the checkout ([`install`]); each
+//! [`Cluster`] is an isolated etcd + API server (+ optional controller manager) on
+//! loopback with its own CA, admin identity and ServiceAccount signing key. Dropping a
+//! `Cluster` stops every process it started.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod install;
+pub mod pki;
+pub mod procs;
+
+pub use cluster::{Cluster, ClusterOptions};
+pub use pki::{CertificateAuthority, ClientIdentity};
