@@ -10,7 +10,10 @@ fn help(args: &[&str]) -> String {
         .arg("--help")
         .output()
         .expect("run vclink-agent");
-    assert!(out.status.success(), "vclink-agent {args:?} --help failed: {out:?}");
+    assert!(
+        out.status.success(),
+        "vclink-agent {args:?} --help failed: {out:?}"
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -1,2 +1,169 @@
-//! placeholder
+//! vclink hub: runs in Rancher's local cluster, accepts one gRPC stream per downstream
+//! cluster's agent, turns the vClusters the agents report into Rancher provisioning
+//! clusters, hands out registration commands as soon as Rancher's token exists, and
+//! deletes clusters only with an agent's proof that their vCluster is gone.
+//!
+//! Layout: `config` (flags), `rancher` (Rancher kinds, watches), `index` (pure view of
+//! Rancher objects), `decide` (pure decisions), `reconcile` (I/O), `queue` (work queue),
+//! `world` (shared state), `grpc` (service, session state machine, auth seam),
+//! `metrics`, `http` (metrics/health), `tls`, `ratelimit`.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod decide;
+pub mod grpc;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod queue;
+pub mod rancher;
+pub mod ratelimit;
+pub mod reconcile;
+pub mod tls;
+pub mod world;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Args, LogFormat};
+use crate::grpc::auth::{AgentAuthenticator, TrustClaimedCluster};
+use crate::grpc::service::LinkService;
+use crate::world::{Hub, HubConfig};
+
+/// Runs the hub against the cluster `kube::Config::infer` finds (KUBECONFIG honoured)
+/// until `shutdown` is cancelled.
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster ServiceAccount or KUBECONFIG)")?;
+    run_with(
+        args,
+        client,
+        Arc::new(TrustClaimedCluster::default()),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with an explicit client and authenticator (tests use this).
+pub async fn run_with(
+    args: Args,
+    client: kube::Client,
+    auth: Arc<dyn AgentAuthenticator>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tls = tls::server_config(&args.tls_cert_file, &args.tls_key_file)?;
+    rancher::check_apis(&client).await?;
+    let cfg = HubConfig {
+        workspace: args.fleet_workspace.clone(),
+        grace: args.removal_grace,
+        heartbeat_seconds: args.heartbeat_seconds,
+        max_vclusters: args.max_vclusters_per_agent,
+        tls_mode: args.registration_tls_mode,
+    };
+    let (queue, delay_rx) = queue::Queue::new();
+    let hub = Arc::new(Hub::new(cfg, queue.clone()));
+    let mut tasks = Vec::new();
+    tasks.push(http::serve(args.metrics_listen, hub.clone(), shutdown.clone()).await?);
+    tasks.push(tokio::spawn(queue.run_delays(delay_rx, shutdown.clone())));
+    tasks.extend(rancher::watch::spawn_all(
+        client.clone(),
+        hub.clone(),
+        shutdown.clone(),
+    ));
+    let writer = Arc::new(rancher::write::Rancher::new(
+        client,
+        &args.fleet_workspace,
+        ratelimit::RateLimiter::new(args.kube_qps, args.kube_burst),
+    ));
+    tasks.extend(reconcile::spawn_workers(
+        hub.clone(),
+        writer,
+        usize::from(args.workers),
+        shutdown.clone(),
+    ));
+    let svc = LinkService::new(hub.clone(), auth, shutdown.clone()).into_server();
+    tracing::info!(listen = %args.listen, workspace = %args.fleet_workspace, "vclink hub serving agents");
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let incoming = tls::incoming(listener, tls, shutdown.clone());
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+        .await
+        .with_context(|| format!("serving gRPC on {}", args.listen));
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    served
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+/// Entry point of the `vclink-hub` binary.
+pub fn main_entry() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vclink-hub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = rt.block_on(async {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            s.cancel();
+        });
+        run(args, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "vclink-hub failed");
+            eprintln!("vclink-hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

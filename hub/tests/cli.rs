@@ -12,7 +12,12 @@ fn help_names_the_operator_flags() {
         .expect("run vclink-hub");
     assert!(out.status.success(), "vclink-hub --help failed: {out:?}");
     let h = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--tls-cert-file", "--fleet-workspace", "--removal-grace"] {
+    for flag in [
+        "--listen",
+        "--tls-cert-file",
+        "--fleet-workspace",
+        "--removal-grace",
+    ] {
         assert!(h.contains(flag), "missing {flag} in:\n{h}");
     }
 }

@@ -56,7 +56,11 @@ fn sanitize(s: &str) -> String {
         .chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
         })
         .collect();
     mapped.trim_matches('-').to_string()
@@ -65,7 +69,10 @@ fn sanitize(s: &str) -> String {
 /// Rancher reserves `c-xxxxx` and `c-m-xxxxxxxx` names and `local`.
 pub fn is_reserved(name: &str) -> bool {
     let b = name.as_bytes();
-    let alnum = |s: &[u8]| s.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let alnum = |s: &[u8]| {
+        s.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    };
     name == "local"
         || (b.len() == 7 && name.starts_with("c-") && alnum(&b[2..]))
         || (b.len() == 12 && name.starts_with("c-m-") && alnum(&b[4..]))
@@ -78,7 +85,10 @@ mod tests {
 
     #[test]
     fn short_names_are_kept_verbatim() {
-        assert_eq!(cluster_name("c-m-abcd1234", "team-a", "vc1", 0), "c-m-abcd1234-team-a-vc1");
+        assert_eq!(
+            cluster_name("c-m-abcd1234", "team-a", "vc1", 0),
+            "c-m-abcd1234-team-a-vc1"
+        );
     }
 
     #[test]

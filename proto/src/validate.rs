@@ -18,7 +18,10 @@ pub struct Invalid {
 type Result<T = ()> = std::result::Result<T, Invalid>;
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
-    Invalid { field: field.into(), reason: reason.into() }
+    Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// DNS-1123 label: 1–63 chars of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -26,7 +29,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -45,16 +49,33 @@ fn label(field: &str, v: &str) -> Result {
     if is_dns1123_label(v) {
         Ok(())
     } else {
-        Err(invalid(field, format!("must be a DNS-1123 label (≤63 chars of a-z, 0-9, '-'), got {}", preview(v))))
+        Err(invalid(
+            field,
+            format!(
+                "must be a DNS-1123 label (≤63 chars of a-z, 0-9, '-'), got {}",
+                preview(v)
+            ),
+        ))
     }
 }
 
 fn optional_label(field: &str, v: &str) -> Result {
-    if v.is_empty() { Ok(()) } else { label(field, v) }
+    if v.is_empty() {
+        Ok(())
+    } else {
+        label(field, v)
+    }
 }
 
 fn uid(field: &str, v: &str) -> Result {
-    if is_uid(v) { Ok(()) } else { Err(invalid(field, format!("must be a Kubernetes UID, got {}", preview(v)))) }
+    if is_uid(v) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be a Kubernetes UID, got {}", preview(v)),
+        ))
+    }
 }
 
 fn text(field: &str, v: &str, max: usize) -> Result {
@@ -69,8 +90,16 @@ fn text(field: &str, v: &str, max: usize) -> Result {
 
 /// A short printable preview of untrusted input for error messages.
 fn preview(v: &str) -> String {
-    let p: String = v.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect();
-    if v.chars().count() > 40 { format!("{p:?}…") } else { format!("{p:?}") }
+    let p: String = v
+        .chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if v.chars().count() > 40 {
+        format!("{p:?}…")
+    } else {
+        format!("{p:?}")
+    }
 }
 
 /// Validates a Hello.
@@ -94,23 +123,34 @@ pub fn vcluster(field: &str, v: &VCluster) -> Result {
     label(&format!("{field}.name"), &v.name)?;
     if !v.project_id.is_empty() {
         let ok = v.project_id.len() <= 127
-            && v.project_id.split_once(':').is_some_and(|(c, p)| is_dns1123_label(c) && is_dns1123_label(p));
+            && v.project_id
+                .split_once(':')
+                .is_some_and(|(c, p)| is_dns1123_label(c) && is_dns1123_label(p));
         if !ok {
             return Err(invalid(
                 format!("{field}.project_id"),
-                format!("must be \"<cluster-id>:<project-id>\", got {}", preview(&v.project_id)),
+                format!(
+                    "must be \"<cluster-id>:<project-id>\", got {}",
+                    preview(&v.project_id)
+                ),
             ));
         }
     }
     optional_label(&format!("{field}.requested_name"), &v.requested_name)?;
-    optional_label(&format!("{field}.recorded_cluster_id"), &v.recorded_cluster_id)?;
+    optional_label(
+        &format!("{field}.recorded_cluster_id"),
+        &v.recorded_cluster_id,
+    )?;
     Ok(())
 }
 
 /// Validates a snapshot chunk.
 pub fn snapshot(s: &Snapshot) -> Result {
     if s.vclusters.len() > MAX_SNAPSHOT_CHUNK {
-        return Err(invalid("snapshot.vclusters", format!("more than {MAX_SNAPSHOT_CHUNK} entries in one chunk")));
+        return Err(invalid(
+            "snapshot.vclusters",
+            format!("more than {MAX_SNAPSHOT_CHUNK} entries in one chunk"),
+        ));
     }
     for (i, v) in s.vclusters.iter().enumerate() {
         vcluster(&format!("snapshot.vclusters[{i}]"), v)?;

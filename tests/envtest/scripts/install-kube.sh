@@ -10,25 +10,56 @@ set -euo pipefail
 CACHE_ROOT="${VCLINK_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vclink/kube}"
 PATCH_REV="reflect2-go118-v1"
 mkdir -p "$CACHE_ROOT"
-exec 9>"$CACHE_ROOT/.lock"
-flock 9
-
 step() { echo "[vclink envtest] $*" >&2; }
+exec 9>"$CACHE_ROOT/.lock"
+flock -n 9 || { step "waiting for another install/build to finish (lock: $CACHE_ROOT/.lock)"; flock 9; }
 fail() { echo "[vclink envtest] FAILED at step: $CURRENT_STEP. $*" >&2
          echo "[vclink envtest] retry with: bash $0   (log: $LOG)" >&2; exit 1; }
 LOG="$CACHE_ROOT/install.log"
-: >"$LOG"
 run() { "$@" >>"$LOG" 2>&1 || fail "command failed: $*"; }
 CURRENT_STEP="start"
 trap 'fail "unexpected error (exit $?)"' ERR
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
+# Cheap path first: a cached build for this patch revision and the package version apt
+# knows about (no root, no network). Falls back to the newest cached build when apt has
+# no deb-src entries (e.g. the cache was copied from another machine).
+src_version() { apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}'; }
+cached_bin() {
+  local v="$1" out
+  out="$CACHE_ROOT/${v//[^A-Za-z0-9.+_-]/_}-$PATCH_REV"
+  [ -x "$out/bin/kube-apiserver" ] && [ -x "$out/bin/kube-controller-manager" ] && echo "$out/bin"
+}
+install_pkgs() {
+  [ $# -gt 0 ] || return 0
+  CURRENT_STEP="apt-get install $* (needs root)"
+  step "$CURRENT_STEP"
+  if [ -z "${APT_UPDATED-}" ]; then run as_root apt-get update; APT_UPDATED=1; fi
+  run as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+ensure_etcd() { command -v etcd >/dev/null || install_pkgs etcd-server; }
+
+CURRENT_STEP="look up cached binaries"
+VERSION="$(src_version)"
+if [ -n "$VERSION" ] && BIN="$(cached_bin "$VERSION")"; then
+  ensure_etcd; echo "$BIN"; exit 0
+fi
+if [ -z "$VERSION" ]; then
+  BIN="$(ls -1dt "$CACHE_ROOT"/*-"$PATCH_REV"/bin 2>/dev/null | head -1 || true)"
+  if [ -n "$BIN" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
+    ensure_etcd; echo "$BIN"; exit 0
+  fi
+fi
+
+# Building: tools, then the source package.
+: >"$LOG"
 need_pkgs=()
 command -v etcd >/dev/null || need_pkgs+=(etcd-server)
 command -v go >/dev/null || need_pkgs+=(golang-go)
 command -v rsync >/dev/null || need_pkgs+=(rsync)
-command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v make >/dev/null || need_pkgs+=(make)
+command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v dpkg-source >/dev/null || need_pkgs+=(dpkg-dev)
 
 if [ ! -f /etc/apt/sources.list.d/debian-src.sources ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
@@ -36,31 +67,24 @@ if [ ! -f /etc/apt/sources.list.d/debian-src.sources ] && [ -f /etc/apt/sources.
   step "$CURRENT_STEP"
   sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
     | as_root tee /etc/apt/sources.list.d/debian-src.sources >/dev/null || fail "cannot write apt sources; run as root"
-  APT_UPDATED=""
-fi
-
-if [ ${#need_pkgs[@]} -gt 0 ] || [ -z "${APT_UPDATED-x}" ]; then
   CURRENT_STEP="apt-get update"
   step "$CURRENT_STEP"
   run as_root apt-get update
+  APT_UPDATED=1
 fi
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  CURRENT_STEP="apt-get install ${need_pkgs[*]}"
-  step "$CURRENT_STEP"
-  run as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}"
-fi
+install_pkgs "${need_pkgs[@]}"
 
 CURRENT_STEP="resolve kubernetes source version"
-VERSION="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}')"
-if [ -z "$VERSION" ]; then
+VERSION="$(src_version)"
+if [ -z "$VERSION" ] && [ -z "${APT_UPDATED-}" ]; then
   run as_root apt-get update
-  VERSION="$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}')"
+  VERSION="$(src_version)"
 fi
 [ -n "$VERSION" ] || fail "apt-cache showsrc kubernetes found nothing; is deb-src enabled?"
 KEY="${VERSION//[^A-Za-z0-9.+_-]/_}-$PATCH_REV"
 OUT="$CACHE_ROOT/$KEY"
-if [ -x "$OUT/bin/kube-apiserver" ] && [ -x "$OUT/bin/kube-controller-manager" ]; then
-  echo "$OUT/bin"
+if BIN="$(cached_bin "$VERSION")"; then
+  echo "$BIN"
   exit 0
 fi
 

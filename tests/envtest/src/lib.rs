@@ -4,13 +4,18 @@
 //! `kubernetes` source package and cached outside the checkout ([`install`]); each
 //! [`Cluster`] is an isolated etcd + API server (+ optional controller manager) on
 //! loopback with its own CA, admin identity and ServiceAccount signing key. Dropping a
-//! `Cluster` stops every process it started.
+//! `Cluster` stops every process it started; a per-cluster watchdog ([`procs`]) kills
+//! them even if the test process dies without running `Drop`.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+mod der;
 pub mod install;
+mod kubeconfig;
+mod launch;
 pub mod pki;
 pub mod procs;
 
 pub use cluster::{Cluster, ClusterOptions};
-pub use pki::{CertificateAuthority, ClientIdentity};
+pub use launch::SERVICE_ACCOUNT_ISSUER;
+pub use pki::{CertificateAuthority, ClientIdentity, ServiceAccountKeys};

@@ -1,0 +1,233 @@
+//! Pure message logic of the hub link: the Hello, splitting a snapshot into bounded
+//! chunks, the minimal Upsert/Remove diff between what the hub was told and what the
+//! agent sees now, and checking a hub's Register before it can create anything.
+
+use std::collections::BTreeMap;
+
+use vclink_proto::limits::{MAX_CA_LEN, MAX_SNAPSHOT_CHUNK, MAX_URL_LEN};
+use vclink_proto::v1::agent_message::Msg;
+use vclink_proto::v1::{AgentMessage, Hello, Register, Remove, Snapshot, Upsert, VCluster};
+use vclink_proto::validate::{is_dns1123_label, is_uid};
+use vclink_proto::{PROTOCOL_VERSION, Secret};
+
+use crate::jobs::Registration;
+
+/// Optional features this agent supports.
+pub const CAPABILITIES: &[&str] = &["chunked-snapshot"];
+
+/// Wraps a message body.
+pub fn msg(m: Msg) -> AgentMessage {
+    AgentMessage { msg: Some(m) }
+}
+
+/// The first message of every stream.
+pub fn hello(cluster_id: &str, instance: &str) -> AgentMessage {
+    msg(Msg::Hello(Hello {
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: cluster_id.to_string(),
+        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        instance: instance.chars().take(253).collect(),
+    }))
+}
+
+/// Splits the full list into chunks of at most [`MAX_SNAPSHOT_CHUNK`]; the last one has
+/// `last = true`, and an empty list is one empty chunk with `last = true`.
+pub fn snapshot_chunks(generation: u64, vclusters: &BTreeMap<String, VCluster>) -> Vec<Snapshot> {
+    let all: Vec<VCluster> = vclusters.values().cloned().collect();
+    if all.is_empty() {
+        return vec![Snapshot {
+            generation,
+            vclusters: vec![],
+            last: true,
+        }];
+    }
+    let n = all.chunks(MAX_SNAPSHOT_CHUNK).count();
+    all.chunks(MAX_SNAPSHOT_CHUNK)
+        .enumerate()
+        .map(|(i, c)| Snapshot {
+            generation,
+            vclusters: c.to_vec(),
+            last: i + 1 == n,
+        })
+        .collect()
+}
+
+/// Messages that bring the hub from `sent` to `current`: an Upsert for every new or
+/// changed vCluster, a Remove for every vanished one, nothing for unchanged ones.
+pub fn diff(
+    sent: &BTreeMap<String, VCluster>,
+    current: &BTreeMap<String, VCluster>,
+) -> Vec<AgentMessage> {
+    let mut out = Vec::new();
+    for (uid, v) in current {
+        if sent.get(uid) != Some(v) {
+            out.push(msg(Msg::Upsert(Upsert {
+                vcluster: Some(v.clone()),
+            })));
+        }
+    }
+    for (uid, v) in sent {
+        if !current.contains_key(uid) {
+            out.push(msg(Msg::Remove(Remove {
+                uid: uid.clone(),
+                namespace: v.namespace.clone(),
+                name: v.name.clone(),
+            })));
+        }
+    }
+    out
+}
+
+/// Why a Register was refused (never echoes the credential).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Register from the hub: {0}")]
+pub struct BadRegister(pub &'static str);
+
+/// Checks a hub's Register and moves the credential into a [`Secret`].
+pub fn registration(r: Register) -> Result<Registration, BadRegister> {
+    if !is_uid(&r.uid) {
+        return Err(BadRegister("uid is not a Kubernetes UID"));
+    }
+    if !is_dns1123_label(&r.rancher_cluster_id) {
+        return Err(BadRegister("rancher_cluster_id is not a DNS-1123 label"));
+    }
+    if r.cluster_name.len() > 253 {
+        return Err(BadRegister("cluster_name is too long"));
+    }
+    if r.manifest_url.len() > MAX_URL_LEN || !r.manifest_url.starts_with("https://") {
+        return Err(BadRegister(
+            "manifest_url must be an https:// URL of bounded length",
+        ));
+    }
+    if r.ca_certs.len() > MAX_CA_LEN {
+        return Err(BadRegister("ca_certs is too large"));
+    }
+    let tls_mode = r.tls_mode();
+    Ok(Registration {
+        uid: r.uid,
+        rancher_cluster_id: r.rancher_cluster_id,
+        cluster_name: r.cluster_name,
+        manifest_url: Secret::new(r.manifest_url),
+        tls_mode,
+        ca_certs: r.ca_certs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vclink_proto::v1::TlsMode;
+
+    fn vc(i: usize) -> VCluster {
+        VCluster {
+            uid: format!("00000000-0000-0000-0000-{i:012}"),
+            namespace: "ns".into(),
+            name: format!("vc{i}"),
+            ..Default::default()
+        }
+    }
+
+    fn map(n: usize) -> BTreeMap<String, VCluster> {
+        (0..n).map(|i| (vc(i).uid.clone(), vc(i))).collect()
+    }
+
+    #[test]
+    fn empty_snapshot_is_one_final_chunk() {
+        let c = snapshot_chunks(7, &BTreeMap::new());
+        assert_eq!(
+            c,
+            vec![Snapshot {
+                generation: 7,
+                vclusters: vec![],
+                last: true
+            }]
+        );
+    }
+
+    #[test]
+    fn large_snapshots_are_chunked_with_one_generation() {
+        let c = snapshot_chunks(3, &map(MAX_SNAPSHOT_CHUNK * 2 + 1));
+        assert_eq!(c.len(), 3);
+        assert!(
+            c.iter()
+                .all(|s| s.generation == 3 && s.vclusters.len() <= MAX_SNAPSHOT_CHUNK)
+        );
+        assert_eq!(
+            c.iter().map(|s| s.last).collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
+        assert_eq!(
+            c.iter().map(|s| s.vclusters.len()).sum::<usize>(),
+            MAX_SNAPSHOT_CHUNK * 2 + 1
+        );
+        for s in &c {
+            assert_eq!(vclink_proto::validate::snapshot(s), Ok(()));
+        }
+    }
+
+    #[test]
+    fn diff_sends_only_changes() {
+        let sent = map(3);
+        assert!(diff(&sent, &sent).is_empty());
+        let mut current = sent.clone();
+        current.remove(&vc(0).uid);
+        current.get_mut(&vc(1).uid).expect("vc1").project_id = "c-m-abcd1234:p-xk2lm".into();
+        current.insert(vc(5).uid.clone(), vc(5));
+        let d = diff(&sent, &current);
+        let upserts: Vec<_> = d
+            .iter()
+            .filter_map(|m| match &m.msg {
+                Some(Msg::Upsert(u)) => u.vcluster.as_ref().map(|v| v.name.clone()),
+                _ => None,
+            })
+            .collect();
+        let removes: Vec<_> = d
+            .iter()
+            .filter_map(|m| match &m.msg {
+                Some(Msg::Remove(r)) => Some(r.name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(upserts, vec!["vc1", "vc5"]);
+        assert_eq!(removes, vec!["vc0"]);
+    }
+
+    #[test]
+    fn hello_carries_protocol_and_identity() {
+        let Some(Msg::Hello(h)) = hello("c-m-abcd1234", "agent-0").msg else {
+            panic!("not a hello")
+        };
+        assert_eq!(h.protocol_version, PROTOCOL_VERSION);
+        assert_eq!(h.cluster_id, "c-m-abcd1234");
+        assert_eq!(vclink_proto::validate::hello(&h), Ok(()));
+    }
+
+    #[test]
+    fn register_is_checked_and_the_url_is_hidden() {
+        let good = Register {
+            uid: vc(1).uid,
+            rancher_cluster_id: "c-m-abcd1234".into(),
+            cluster_name: "x".into(),
+            manifest_url: "https://rancher/v3/import/tok_c-m-abcd1234.yaml".into(),
+            tls_mode: TlsMode::Insecure as i32,
+            ca_certs: String::new(),
+        };
+        let r = registration(good.clone()).expect("valid");
+        assert_eq!(r.tls_mode, TlsMode::Insecure);
+        assert!(!format!("{r:?}").contains("tok_"));
+        let bad = Register {
+            manifest_url: "http://rancher/x".into(),
+            ..good.clone()
+        };
+        let e = registration(bad).unwrap_err().to_string();
+        assert!(!e.contains("rancher/x"), "{e}");
+        assert!(
+            registration(Register {
+                uid: "nope".into(),
+                ..good
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! The agent's one long-lived gRPC stream to the hub: connect over TLS with the projected
+//! ServiceAccount token (re-read on every connect because the kubelet rotates it), Hello →
+//! Welcome, a full Snapshot once the watches have listed everything, then only changes,
+//! heartbeats and registration progress; hub messages are routed to the Job controller
+//! and the recorder. Any failure ends the session and the agent reconnects with
+//! exponential backoff and jitter.
+
+pub mod messages;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::{debug, error, info, warn};
+use vclink_proto::Secret;
+use vclink_proto::limits::MAX_MESSAGE_BYTES;
+use vclink_proto::v1::agent_message::Msg;
+use vclink_proto::v1::hub_message::Msg as HubMsg;
+use vclink_proto::v1::link_client::LinkClient;
+use vclink_proto::v1::{AgentMessage, Heartbeat, HubMessage, RegistrationProgress, VCluster};
+
+use crate::jobs::Registration;
+use crate::record::RecordOp;
+use crate::tls::{TlsError, Trust, verifier};
+use crate::watch::CatalogRx;
+
+/// How long the hub may take to answer Hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Heartbeat interval when the hub does not say.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Capacity of the outbound message queue of one stream.
+const OUTBOUND_QUEUE: usize = 64;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The token file could not be read.
+    #[error("cannot read the ServiceAccount token file {path}: {cause}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why (shown in the message, not chained, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error("TLS set-up for the hub failed: {0}")]
+    Tls(#[from] TlsError),
+    /// The URL is unusable.
+    #[error("invalid hub URL: {0}")]
+    Url(String),
+    /// Connecting failed.
+    #[error("cannot connect to the hub: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The hub ended the stream with a gRPC status.
+    #[error("the hub answered {code:?}: {message}", code = .0.code(), message = .0.message())]
+    Status(#[from] tonic::Status),
+    /// The hub did not answer Hello in time.
+    #[error("the hub did not answer Hello within {0:?}")]
+    WelcomeTimeout(Duration),
+    /// The hub broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The hub closed the stream.
+    #[error("the hub closed the stream")]
+    Closed,
+}
+
+/// Static settings of the link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// `https://host:port` of the hub.
+    pub hub_url: String,
+    /// How to verify the hub.
+    pub trust: Trust,
+    /// Claimed Rancher cluster id.
+    pub cluster_id: String,
+    /// Projected token file.
+    pub token_file: PathBuf,
+    /// Pod/host name for the hub's logs.
+    pub instance: String,
+}
+
+/// Where hub messages go and where progress comes from.
+pub struct LinkChannels {
+    /// Current catalog.
+    pub catalog: CatalogRx,
+    /// Register requests to the Job controller.
+    pub registrations: mpsc::Sender<Registration>,
+    /// Status/Forget to the recorder.
+    pub records: mpsc::Sender<RecordOp>,
+    /// Progress from the Job controller.
+    pub progress: mpsc::Receiver<RegistrationProgress>,
+}
+
+/// Reads the bearer token (trimmed); fails when missing or empty.
+pub fn read_token(path: &std::path::Path) -> Result<Secret, LinkError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| LinkError::Token {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(LinkError::Token {
+            path: path.to_path_buf(),
+            cause: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
+        });
+    }
+    Ok(Secret::new(token))
+}
+
+/// Exponential backoff with jitter: each delay is drawn from [base/2, base], base doubling
+/// from `min` up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    base: Duration,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            base: min,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.base;
+        self.base = (self.base * 2).min(self.max);
+        let half = base.as_millis() as u64 / 2;
+        Duration::from_millis(half + rand::rng().random_range(0..=half))
+    }
+
+    /// Back to the minimum after a successful session.
+    pub fn reset(&mut self) {
+        self.base = self.min;
+    }
+}
+
+/// Builds the TLS channel to the hub (lazily connected by the first request).
+pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
+    let uri: tonic::transport::Uri = cfg
+        .hub_url
+        .parse()
+        .map_err(|e| LinkError::Url(format!("{e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| LinkError::Url("the URL has no host".into()))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if cfg.trust == Trust::Insecure {
+        warn!(hub = %cfg.hub_url, "connecting to the hub WITHOUT verifying its certificate (--insecure-skip-hub-verify)");
+    }
+    let endpoint = Endpoint::from_shared(cfg.hub_url.clone())?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .tls_config_with_verifier(
+            ClientTlsConfig::new().domain_name(host),
+            verifier(&cfg.trust)?,
+        )?;
+    Ok(endpoint.connect().await?)
+}
+
+/// Keeps a session to the hub up until `cancel` fires.
+pub async fn run(cfg: LinkConfig, mut ch: LinkChannels, cancel: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    // Generations grow across restarts so the hub never mistakes a new snapshot for an old one.
+    let mut generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    loop {
+        let mut welcomed = false;
+        let result = session(&cfg, &mut ch, &mut generation, &mut welcomed, &cancel).await;
+        match result {
+            Ok(()) => return,
+            Err(e) => log_session_end(&cfg, &e),
+        }
+        if welcomed {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting to the hub after a delay"
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn log_session_end(cfg: &LinkConfig, e: &LinkError) {
+    match e {
+        LinkError::Status(s) => match s.code() {
+            tonic::Code::Unauthenticated => error!(
+                code = ?s.code(), message = %s.message(),
+                "the hub did not accept the agent's token; check that {} holds a ServiceAccount token with audience {}",
+                cfg.token_file.display(), vclink_proto::TOKEN_AUDIENCE
+            ),
+            tonic::Code::PermissionDenied => error!(
+                code = ?s.code(), message = %s.message(), cluster_id = %cfg.cluster_id,
+                "the hub refused this agent for the claimed cluster id; check --cluster-id and the hub's binding of this ServiceAccount"
+            ),
+            tonic::Code::InvalidArgument => {
+                error!(code = ?s.code(), message = %s.message(), "the hub rejected a message from this agent")
+            }
+            _ => warn!(code = ?s.code(), message = %s.message(), "hub stream ended"),
+        },
+        other => warn!(error = %other, "hub stream ended"),
+    }
+}
+
+/// One stream: returns Ok only when cancelled.
+async fn session(
+    cfg: &LinkConfig,
+    ch: &mut LinkChannels,
+    generation: &mut u64,
+    welcomed: &mut bool,
+    cancel: &CancellationToken,
+) -> Result<(), LinkError> {
+    let token = read_token(&cfg.token_file)?;
+    let channel = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        c = connect(cfg) => c?,
+    };
+    let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_QUEUE);
+    tx.send(messages::hello(&cfg.cluster_id, &cfg.instance))
+        .await
+        .map_err(|_| LinkError::Closed)?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let bearer = MetadataValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
+        LinkError::Protocol("the token file contains characters not allowed in a header".into())
+    })?;
+    request.metadata_mut().insert("authorization", bearer);
+    let mut client = LinkClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut inbound = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        r = client.attach(request) => r?.into_inner(),
+    };
+    let first = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        r = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()) => r.map_err(|_| LinkError::WelcomeTimeout(WELCOME_TIMEOUT))??,
+    };
+    let welcome = match first.and_then(|m| m.msg) {
+        Some(HubMsg::Welcome(w)) => w,
+        Some(_) => {
+            return Err(LinkError::Protocol(
+                "the hub's first message was not Welcome".into(),
+            ));
+        }
+        None => return Err(LinkError::Closed),
+    };
+    *welcomed = true;
+    if welcome.cluster_id != cfg.cluster_id {
+        warn!(claimed = %cfg.cluster_id, verified = %welcome.cluster_id, "the hub verified a different cluster id than claimed");
+    }
+    info!(cluster_id = %welcome.cluster_id, hub_version = %welcome.hub_version, protocol = welcome.protocol_version, "connected to the hub");
+    let heartbeat = match welcome.heartbeat_seconds {
+        0 => DEFAULT_HEARTBEAT,
+        s => Duration::from_secs(u64::from(s)),
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut catalog = ch.catalog.clone();
+    let (registrations, records) = (ch.registrations.clone(), ch.records.clone());
+    // None until the first snapshot went out; then what the hub was told.
+    let mut sent: Option<BTreeMap<String, VCluster>> = None;
+    let send = |m: AgentMessage| {
+        let tx = tx.clone();
+        async move { tx.send(m).await.map_err(|_| LinkError::Closed) }
+    };
+    loop {
+        if sent.is_none() {
+            let current: Arc<_> = catalog.borrow_and_update().clone();
+            if current.ready {
+                *generation += 1;
+                let chunks = messages::snapshot_chunks(*generation, &current.vclusters);
+                info!(
+                    generation = *generation,
+                    vclusters = current.vclusters.len(),
+                    chunks = chunks.len(),
+                    "sending snapshot"
+                );
+                for c in chunks {
+                    send(messages::msg(Msg::Snapshot(c))).await?;
+                }
+                sent = Some(current.vclusters.clone());
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            m = inbound.message() => match m? {
+                Some(m) => dispatch(m, &registrations, &records).await,
+                None => return Err(LinkError::Closed),
+            },
+            changed = catalog.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                if let Some(prev) = sent.as_mut() {
+                    let current = catalog.borrow_and_update().clone();
+                    for m in messages::diff(prev, &current.vclusters) {
+                        send(m).await?;
+                    }
+                    *prev = current.vclusters.clone();
+                }
+            }
+            Some(p) = ch.progress.recv() => send(messages::msg(Msg::Progress(p))).await?,
+            _ = ticker.tick() => send(messages::msg(Msg::Heartbeat(Heartbeat {}))).await?,
+        }
+    }
+}
+
+/// Routes one hub message.
+async fn dispatch(
+    m: HubMessage,
+    registrations: &mpsc::Sender<Registration>,
+    records: &mpsc::Sender<RecordOp>,
+) {
+    match m.msg {
+        Some(HubMsg::Register(r)) => match messages::registration(r) {
+            Ok(reg) => {
+                debug!(uid = %reg.uid, cluster = %reg.rancher_cluster_id, "hub asked to register a vCluster");
+                if registrations.send(reg).await.is_err() {
+                    warn!("the Job controller stopped; dropping a registration request");
+                }
+            }
+            Err(e) => warn!(error = %e, "ignoring a Register from the hub"),
+        },
+        Some(HubMsg::Status(s)) => {
+            let state = s.state();
+            let op = RecordOp::Status {
+                uid: s.uid,
+                state,
+                message: s.message,
+                rancher_cluster_id: s.rancher_cluster_id,
+                cluster_name: s.cluster_name,
+            };
+            let _ = records.send(op).await;
+        }
+        Some(HubMsg::Forget(f)) => {
+            info!(uid = %f.uid, "hub reports the vCluster's Rancher cluster was deleted");
+            let _ = records
+                .send(RecordOp::Forget {
+                    uid: f.uid,
+                    reason: f.reason,
+                })
+                .await;
+        }
+        Some(HubMsg::Welcome(_)) => debug!("ignoring a repeated Welcome"),
+        None => debug!("ignoring an empty or unknown hub message"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let first = b.next_delay();
+        assert!(
+            first >= Duration::from_millis(500) && first <= Duration::from_secs(1),
+            "{first:?}"
+        );
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = b.next_delay();
+        }
+        assert!(
+            last >= Duration::from_secs(30) && last <= Duration::from_secs(60),
+            "{last:?}"
+        );
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn token_file_problems_are_reported_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope");
+        let e = read_token(&missing).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        assert!(read_token(&empty).is_err());
+        let ok = dir.path().join("tok");
+        std::fs::write(&ok, "abc.def\n").expect("write");
+        assert_eq!(read_token(&ok).expect("token").expose(), "abc.def");
+    }
+}

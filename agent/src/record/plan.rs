@@ -1,0 +1,462 @@
+//! The pure decision of what to record for a hub Status, a Job's progress, a Forget or a
+//! refused vCluster: which `vclink.io/` annotations change (nothing when nothing changed)
+//! and which Event, if any, tells the user about the transition.
+
+use std::collections::BTreeMap;
+
+use vclink_proto::keys;
+use vclink_proto::limits::MAX_MESSAGE_TEXT;
+use vclink_proto::v1::State;
+use vclink_proto::v1::registration_progress::Phase;
+
+/// Values of [`keys::ANNOTATION_STATE`].
+pub mod state {
+    /// Rancher cluster created, registration not started.
+    pub const PENDING: &str = "pending";
+    /// Registration Job running or cluster agent starting.
+    pub const REGISTERING: &str = "registering";
+    /// Rancher's cluster agent is connected.
+    pub const CONNECTED: &str = "connected";
+    /// Rancher lost the cluster agent.
+    pub const DISCONNECTED: &str = "disconnected";
+    /// Something failed; see the last-error annotation.
+    pub const ERROR: &str = "error";
+    /// A user deleted the Rancher cluster.
+    pub const DELETED_IN_RANCHER: &str = "deleted-in-rancher";
+}
+
+/// Something to record on a vCluster's Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOp {
+    /// Rancher-side state reported by the hub.
+    Status {
+        uid: String,
+        state: State,
+        message: String,
+        rancher_cluster_id: String,
+        cluster_name: String,
+    },
+    /// Registration Job progress (only real transitions are sent here).
+    Progress {
+        uid: String,
+        phase: Phase,
+        message: String,
+        rancher_cluster_id: String,
+        job_name: String,
+    },
+    /// The Rancher cluster was deleted by a user.
+    Forget { uid: String, reason: String },
+    /// The vCluster cannot be reported; explain why (Warning Event only).
+    Refused {
+        uid: String,
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// An Event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Message for the user; never a credential.
+    pub note: String,
+}
+
+/// What to write for one op. An empty patch means no API write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Annotation key → new value (`None` removes it).
+    pub patch: BTreeMap<String, Option<String>>,
+    /// Event to publish, if any.
+    pub event: Option<EventSpec>,
+}
+
+/// Hub-provided text made safe for annotations and Events: no control characters, bounded.
+pub fn clean_text(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(s.trim(), MAX_MESSAGE_TEXT)
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Adds `key=value` to `patch` when it differs from `current`.
+fn set(
+    patch: &mut BTreeMap<String, Option<String>>,
+    current: &BTreeMap<String, String>,
+    key: &str,
+    value: Option<String>,
+) {
+    if current.get(key) != value.as_ref() {
+        patch.insert(key.to_string(), value);
+    }
+}
+
+/// Moves to `new_state` (recording when), returning whether the state changed.
+fn set_state(
+    patch: &mut BTreeMap<String, Option<String>>,
+    current: &BTreeMap<String, String>,
+    new_state: &str,
+    now: &str,
+) -> bool {
+    if current.get(keys::ANNOTATION_STATE).map(String::as_str) == Some(new_state) {
+        return false;
+    }
+    patch.insert(
+        keys::ANNOTATION_STATE.to_string(),
+        Some(new_state.to_string()),
+    );
+    patch.insert(
+        keys::ANNOTATION_STATE_SINCE.to_string(),
+        Some(now.to_string()),
+    );
+    true
+}
+
+fn named(name: &str, id: &str) -> String {
+    match (name.is_empty(), id.is_empty()) {
+        (false, false) => format!("{name} ({id})"),
+        (true, false) => id.to_string(),
+        (false, true) => name.to_string(),
+        (true, true) => "(unknown)".to_string(),
+    }
+}
+
+/// Decides the writes for `op` given the Service's current `vclink.io/` annotations.
+pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Plan {
+    let mut p = Plan::default();
+    match op {
+        RecordOp::Status {
+            state: st,
+            message,
+            rancher_cluster_id,
+            cluster_name,
+            ..
+        } => {
+            let message = clean_text(message);
+            let (name, warning, reason) = match st {
+                State::Pending => (state::PENDING, false, "RancherClusterCreated"),
+                State::Registering => (state::REGISTERING, false, "Registering"),
+                State::Connected => (state::CONNECTED, false, "Connected"),
+                State::Disconnected => (state::DISCONNECTED, true, "Disconnected"),
+                State::Error => (state::ERROR, true, "Error"),
+                State::Unspecified => return p,
+            };
+            if !rancher_cluster_id.is_empty() {
+                set(
+                    &mut p.patch,
+                    current,
+                    keys::ANNOTATION_RANCHER_CLUSTER,
+                    Some(rancher_cluster_id.clone()),
+                );
+            }
+            if !cluster_name.is_empty() {
+                set(
+                    &mut p.patch,
+                    current,
+                    keys::ANNOTATION_RANCHER_CLUSTER_NAME,
+                    Some(cluster_name.clone()),
+                );
+            }
+            let mut error_changed = false;
+            match st {
+                State::Connected => set(&mut p.patch, current, keys::ANNOTATION_LAST_ERROR, None),
+                State::Error => {
+                    let e = if message.is_empty() {
+                        "Rancher reported an error without details".to_string()
+                    } else {
+                        message.clone()
+                    };
+                    error_changed = current.get(keys::ANNOTATION_LAST_ERROR) != Some(&e);
+                    set(&mut p.patch, current, keys::ANNOTATION_LAST_ERROR, Some(e));
+                }
+                _ => {}
+            }
+            let changed = set_state(&mut p.patch, current, name, now);
+            if changed || error_changed {
+                let who = named(cluster_name, rancher_cluster_id);
+                let detail = if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {message}")
+                };
+                let note = match st {
+                    State::Pending => format!(
+                        "Rancher cluster {who} was created for this vCluster; registration starts shortly.{detail}"
+                    ),
+                    State::Registering => {
+                        format!("Registering this vCluster as Rancher cluster {who}.{detail}")
+                    }
+                    State::Connected => {
+                        format!("This vCluster is connected to Rancher as cluster {who}.{detail}")
+                    }
+                    State::Disconnected => format!(
+                        "Rancher lost the connection to cluster {who}; check the cattle-cluster-agent Deployment in \
+                         namespace cattle-system inside the vCluster.{detail}"
+                    ),
+                    _ => format!("Rancher reports an error for cluster {who}:{detail}"),
+                };
+                p.event = Some(EventSpec {
+                    warning,
+                    reason,
+                    note,
+                });
+            }
+        }
+        RecordOp::Progress {
+            phase,
+            message,
+            rancher_cluster_id,
+            job_name,
+            ..
+        } => {
+            if !rancher_cluster_id.is_empty() {
+                set(
+                    &mut p.patch,
+                    current,
+                    keys::ANNOTATION_RANCHER_CLUSTER,
+                    Some(rancher_cluster_id.clone()),
+                );
+            }
+            let id = if rancher_cluster_id.is_empty() {
+                "(unknown)"
+            } else {
+                rancher_cluster_id.as_str()
+            };
+            match phase {
+                Phase::JobCreated => {
+                    set_state(&mut p.patch, current, state::REGISTERING, now);
+                    p.event = Some(EventSpec {
+                        warning: false,
+                        reason: "RegistrationJobCreated",
+                        note: format!(
+                            "Created registration Job {job_name} to import this vCluster into Rancher cluster {id}."
+                        ),
+                    });
+                }
+                Phase::Succeeded => {
+                    set_state(&mut p.patch, current, state::REGISTERING, now);
+                    set(&mut p.patch, current, keys::ANNOTATION_LAST_ERROR, None);
+                    p.event = Some(EventSpec {
+                        warning: false,
+                        reason: "Registered",
+                        note: format!(
+                            "Rancher's cluster agent was installed in this vCluster; waiting for it to connect to Rancher cluster {id}."
+                        ),
+                    });
+                }
+                Phase::Failed => {
+                    let reason = clean_text(message);
+                    let reason = if reason.is_empty() {
+                        "the registration Job failed without a reason".to_string()
+                    } else {
+                        reason
+                    };
+                    set_state(&mut p.patch, current, state::ERROR, now);
+                    set(
+                        &mut p.patch,
+                        current,
+                        keys::ANNOTATION_LAST_ERROR,
+                        Some(reason.clone()),
+                    );
+                    p.event = Some(EventSpec {
+                        warning: true,
+                        reason: "RegistrationFailed",
+                        note: format!(
+                            "Importing this vCluster into Rancher cluster {id} failed: {reason}. vclink retries automatically."
+                        ),
+                    });
+                }
+                Phase::Unspecified => {}
+            }
+        }
+        RecordOp::Forget { reason, .. } => {
+            if current.contains_key(keys::ANNOTATION_RANCHER_DELETED) {
+                return p;
+            }
+            set(
+                &mut p.patch,
+                current,
+                keys::ANNOTATION_RANCHER_DELETED,
+                Some(now.to_string()),
+            );
+            set_state(&mut p.patch, current, state::DELETED_IN_RANCHER, now);
+            let why = clean_text(reason);
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            };
+            p.event = Some(EventSpec {
+                warning: true,
+                reason: "RemovedFromRancher",
+                note: format!(
+                    "The Rancher cluster of this vCluster was deleted in Rancher{why}. It will not be imported again until \
+                     the annotation {} is removed from this Service.",
+                    keys::ANNOTATION_RANCHER_DELETED
+                ),
+            });
+        }
+        RecordOp::Refused { reason, .. } => {
+            p.event = Some(EventSpec {
+                warning: true,
+                reason: "InvalidVCluster",
+                note: reason.clone(),
+            });
+        }
+    }
+    p
+}
+
+/// The current time as RFC 3339, to the second.
+pub fn now_rfc3339() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2024-05-01T10:00:00Z";
+
+    fn ann(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn status(state: State, message: &str) -> RecordOp {
+        RecordOp::Status {
+            uid: "u".into(),
+            state,
+            message: message.into(),
+            rancher_cluster_id: "c-m-abcd1234".into(),
+            cluster_name: "host-team-a-vc1".into(),
+        }
+    }
+
+    #[test]
+    fn first_status_writes_state_ids_and_one_event() {
+        let p = plan(&status(State::Pending, ""), &BTreeMap::new(), NOW);
+        assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("pending".into()));
+        assert_eq!(p.patch[keys::ANNOTATION_STATE_SINCE], Some(NOW.into()));
+        assert_eq!(
+            p.patch[keys::ANNOTATION_RANCHER_CLUSTER],
+            Some("c-m-abcd1234".into())
+        );
+        assert_eq!(
+            p.patch[keys::ANNOTATION_RANCHER_CLUSTER_NAME],
+            Some("host-team-a-vc1".into())
+        );
+        let ev = p.event.expect("event");
+        assert_eq!(ev.reason, "RancherClusterCreated");
+        assert!(!ev.warning);
+    }
+
+    #[test]
+    fn repeated_status_writes_nothing() {
+        let current = ann(&[
+            (keys::ANNOTATION_STATE, "connected"),
+            (keys::ANNOTATION_STATE_SINCE, "2024-01-01T00:00:00Z"),
+            (keys::ANNOTATION_RANCHER_CLUSTER, "c-m-abcd1234"),
+            (keys::ANNOTATION_RANCHER_CLUSTER_NAME, "host-team-a-vc1"),
+        ]);
+        assert_eq!(
+            plan(&status(State::Connected, ""), &current, NOW),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn connected_clears_the_last_error() {
+        let current = ann(&[
+            (keys::ANNOTATION_STATE, "error"),
+            (keys::ANNOTATION_LAST_ERROR, "boom"),
+        ]);
+        let p = plan(&status(State::Connected, ""), &current, NOW);
+        assert_eq!(p.patch[keys::ANNOTATION_LAST_ERROR], None);
+        assert_eq!(p.event.expect("event").reason, "Connected");
+    }
+
+    #[test]
+    fn error_records_message_and_warns() {
+        let p = plan(
+            &status(State::Error, "quota\u{7} exceeded"),
+            &BTreeMap::new(),
+            NOW,
+        );
+        assert_eq!(
+            p.patch[keys::ANNOTATION_LAST_ERROR],
+            Some("quota  exceeded".into())
+        );
+        let ev = p.event.expect("event");
+        assert!(ev.warning);
+        assert_eq!(ev.reason, "Error");
+    }
+
+    #[test]
+    fn registration_failure_records_reason() {
+        let op = RecordOp::Progress {
+            uid: "u".into(),
+            phase: Phase::Failed,
+            message: "fetching the Rancher import manifest failed: HTTP 400".into(),
+            rancher_cluster_id: "c-m-abcd1234".into(),
+            job_name: "vclink-register-0123456789ab".into(),
+        };
+        let p = plan(&op, &BTreeMap::new(), NOW);
+        assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("error".into()));
+        assert!(
+            p.patch[keys::ANNOTATION_LAST_ERROR]
+                .as_deref()
+                .unwrap_or("")
+                .contains("HTTP 400")
+        );
+        assert_eq!(p.event.expect("event").reason, "RegistrationFailed");
+    }
+
+    #[test]
+    fn forget_is_recorded_once() {
+        let op = RecordOp::Forget {
+            uid: "u".into(),
+            reason: "deleted by a user".into(),
+        };
+        let p = plan(&op, &BTreeMap::new(), NOW);
+        assert_eq!(p.patch[keys::ANNOTATION_RANCHER_DELETED], Some(NOW.into()));
+        assert_eq!(
+            p.patch[keys::ANNOTATION_STATE],
+            Some("deleted-in-rancher".into())
+        );
+        assert_eq!(p.event.expect("event").reason, "RemovedFromRancher");
+        let again = plan(&op, &ann(&[(keys::ANNOTATION_RANCHER_DELETED, NOW)]), NOW);
+        assert_eq!(again, Plan::default());
+    }
+
+    #[test]
+    fn long_text_is_bounded() {
+        assert!(clean_text(&"é".repeat(5000)).len() <= MAX_MESSAGE_TEXT);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_seconds() {
+        let t = now_rfc3339();
+        assert!(t.ends_with('Z') && !t.contains('.'), "{t}");
+    }
+}

@@ -1,0 +1,282 @@
+//! Component test of the agent's Kubernetes side against a real kube-apiserver: the shared
+//! watches build the right catalog (project from the namespace, headless and opted-out
+//! Services skipped), the recorder writes state annotations and Events on the Service,
+//! and the Job controller creates exactly one registration Job with its owned Secret and
+//! reports and cleans up a failed Job. The gRPC link is covered by the end-to-end suite.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vclink_agent::jobs::{JobController, JobSettings, Registration};
+use vclink_agent::ratelimit::RateLimiter;
+use vclink_agent::record::{RecordOp, Writer};
+use vclink_proto::v1::registration_progress::Phase;
+use vclink_proto::v1::{State, TlsMode};
+use vclink_proto::{Secret as Credential, keys};
+
+/// Polls `f` every 100 ms until it yields `Some`, failing after `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn service(name: &str, headless: bool, annotations: &[(&str, &str)]) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([(
+                "app".to_string(),
+                "vcluster".to_string(),
+            )])),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: headless.then(|| "None".to_string()),
+            ports: Some(vec![ServicePort {
+                name: Some("https".into()),
+                port: 443,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+async fn setup(client: &Client) -> String {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("team-a".into()),
+            annotations: Some(BTreeMap::from([(
+                "field.cattle.io/projectId".to_string(),
+                "c-m-abcd1234:p-xk2lm".to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "team-a");
+    let vc1 = svcs
+        .create(&PostParams::default(), &service("vc1", false, &[]))
+        .await
+        .expect("vc1");
+    svcs.create(&PostParams::default(), &service("vc1-headless", true, &[]))
+        .await
+        .expect("headless");
+    svcs.create(
+        &PostParams::default(),
+        &service("vc2", false, &[("vclink.io/skip-import", "true")]),
+    )
+    .await
+    .expect("vc2");
+    vc1.metadata.uid.expect("uid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_record_and_run_registration_jobs() {
+    vclink_agent::tls::install_default_provider();
+    let cluster = vclink_envtest::Cluster::start("agent", Default::default())
+        .await
+        .expect("cluster");
+    let client = cluster.client().await.expect("client");
+    let uid = setup(&client).await;
+    let cancel = CancellationToken::new();
+    let limiter = RateLimiter::new(50.0);
+
+    // Watches → catalog.
+    let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();
+    let (records_tx, records_rx) = mpsc::channel(16);
+    tokio::spawn(vclink_agent::watch::run(
+        client.clone(),
+        None,
+        catalog_tx,
+        records_tx.clone(),
+        cancel.clone(),
+    ));
+    let catalog = eventually(20, "the initial catalog", || {
+        let c = catalog_rx.borrow().clone();
+        async move { c.ready.then_some(c) }
+    })
+    .await;
+    assert_eq!(
+        catalog.vclusters.keys().collect::<Vec<_>>(),
+        vec![&uid],
+        "only vc1 is a reported vCluster"
+    );
+    assert_eq!(catalog.vclusters[&uid].project_id, "c-m-abcd1234:p-xk2lm");
+
+    // Recorder → annotations + Event.
+    tokio::spawn(
+        Writer::new(
+            client.clone(),
+            catalog_rx.clone(),
+            limiter.clone(),
+            "test".into(),
+        )
+        .run(records_rx, cancel.clone()),
+    );
+    records_tx
+        .send(RecordOp::Status {
+            uid: uid.clone(),
+            state: State::Connected,
+            message: String::new(),
+            rancher_cluster_id: "c-m-xyz12345".into(),
+            cluster_name: "host-team-a-vc1".into(),
+        })
+        .await
+        .expect("send");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "team-a");
+    eventually(20, "state annotations on the Service", || {
+        let svcs = svcs.clone();
+        async move {
+            let s = svcs.get("vc1").await.ok()?;
+            let a = s.metadata.annotations?;
+            (a.get(keys::ANNOTATION_STATE)? == "connected"
+                && a.get(keys::ANNOTATION_RANCHER_CLUSTER)? == "c-m-xyz12345")
+                .then_some(())
+        }
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "team-a");
+    eventually(20, "a Connected Event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Connected"))
+                .then_some(())
+        }
+    })
+    .await;
+    // The recorded cluster id flows back into the catalog (and so to the hub).
+    eventually(20, "recorded cluster id in the catalog", || {
+        let c = catalog_rx.borrow().clone();
+        let uid = uid.clone();
+        async move { (c.vclusters.get(&uid)?.recorded_cluster_id == "c-m-xyz12345").then_some(()) }
+    })
+    .await;
+
+    // Job controller: exactly one Job, Secret owned by it, failure reported and cleaned up.
+    let (reg_tx, reg_rx) = mpsc::channel(4);
+    let (progress_tx, mut progress_rx) = mpsc::channel(16);
+    let settings = JobSettings {
+        image: "vclink-agent:test".into(),
+        cpu_request: "50m".into(),
+        cpu_limit: "500m".into(),
+        memory_request: "64Mi".into(),
+        memory_limit: "128Mi".into(),
+    };
+    tokio::spawn(
+        JobController::new(
+            client.clone(),
+            settings,
+            catalog_rx.clone(),
+            limiter,
+            records_tx.clone(),
+            progress_tx,
+        )
+        .run(reg_rx, cancel.clone()),
+    );
+    let reg = Registration {
+        uid: uid.clone(),
+        rancher_cluster_id: "c-m-xyz12345".into(),
+        cluster_name: "host-team-a-vc1".into(),
+        manifest_url: Credential::new(
+            "https://rancher.example.com/v3/import/sekret_c-m-xyz12345.yaml",
+        ),
+        tls_mode: TlsMode::Strict,
+        ca_certs: String::new(),
+    };
+    for _ in 0..2 {
+        reg_tx.send(reg.clone()).await.expect("send");
+        let p = tokio::time::timeout(Duration::from_secs(20), progress_rx.recv())
+            .await
+            .expect("progress in time")
+            .expect("progress");
+        assert_eq!(p.phase, Phase::JobCreated as i32);
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "team-a");
+    let listed = jobs
+        .list(&ListParams::default().labels("vclink.io/component=registration"))
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1, "exactly one registration Job");
+    let job = &listed.items[0];
+    let job_name = job.metadata.name.clone().expect("name");
+    let secret = Api::<Secret>::namespaced(client.clone(), "team-a")
+        .get(&job_name)
+        .await
+        .expect("secret");
+    assert_eq!(
+        secret.metadata.owner_references.expect("owners")[0].uid,
+        job.metadata.uid.clone().expect("job uid")
+    );
+    assert!(
+        !serde_json::to_string(job).expect("json").contains("sekret"),
+        "no credential in the Job"
+    );
+
+    // Play the Job runner: mark it failed with the register command's reason.
+    let reason = "fetching the Rancher import manifest failed: HTTP 400 (the registration token was not accepted by Rancher)";
+    let status = serde_json::json!({ "status": { "failed": 1, "conditions": [
+        { "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": reason } ] } });
+    jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    let p = tokio::time::timeout(Duration::from_secs(20), progress_rx.recv())
+        .await
+        .expect("progress in time")
+        .expect("progress");
+    assert_eq!(p.phase, Phase::Failed as i32);
+    assert_eq!(p.message, reason);
+    eventually(20, "the failed Job to be deleted", || {
+        let jobs = jobs.clone();
+        let name = job_name.clone();
+        async move { jobs.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    eventually(20, "the failure recorded on the Service", || {
+        let svcs = svcs.clone();
+        async move {
+            let a = svcs.get("vc1").await.ok()?.metadata.annotations?;
+            (a.get(keys::ANNOTATION_STATE)? == "error"
+                && a.get(keys::ANNOTATION_LAST_ERROR)?.contains("HTTP 400"))
+            .then_some(())
+        }
+    })
+    .await;
+    cancel.cancel();
+}

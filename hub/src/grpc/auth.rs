@@ -1,0 +1,125 @@
+//! The one seam through which an agent's identity is established. Today the only
+//! implementation trusts the claimed cluster id (and says so loudly once); a later
+//! implementation verifies the bearer token with a TokenReview through Rancher's proxy
+//! to the claimed cluster. Nothing else in the hub looks at the bearer token.
+
+use std::sync::Once;
+
+use async_trait::async_trait;
+use vclink_proto::Secret;
+
+/// Who an agent stream speaks for, once verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentIdentity {
+    /// The Rancher management cluster id the stream is bound to.
+    pub cluster_id: String,
+}
+
+/// Why an agent was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No or an invalid credential.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A valid credential that may not speak for the claimed cluster.
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// The verifier could not be reached; the agent should retry.
+    #[error("authentication unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// As a gRPC status.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            Self::Unauthenticated(m) => tonic::Status::unauthenticated(m.clone()),
+            Self::Denied(m) => tonic::Status::permission_denied(m.clone()),
+            Self::Unavailable(m) => tonic::Status::unavailable(m.clone()),
+        }
+    }
+
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Denied(_) => "auth_denied",
+            Self::Unavailable(_) => "auth_unavailable",
+        }
+    }
+}
+
+/// Verifies an agent.
+#[async_trait]
+pub trait AgentAuthenticator: Send + Sync {
+    /// `bearer` is the token from the `authorization: Bearer …` metadata, if any.
+    async fn authenticate(
+        &self,
+        bearer: Option<&Secret>,
+        claimed_cluster_id: &str,
+    ) -> Result<AgentIdentity, AuthError>;
+}
+
+/// Accepts the claimed cluster id as is. NOT a security boundary: any client that can
+/// reach the hub can speak for any cluster. Warns once.
+pub struct TrustClaimedCluster {
+    warned: Once,
+}
+
+impl Default for TrustClaimedCluster {
+    fn default() -> Self {
+        Self {
+            warned: Once::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl AgentAuthenticator for TrustClaimedCluster {
+    async fn authenticate(
+        &self,
+        _bearer: Option<&Secret>,
+        claimed_cluster_id: &str,
+    ) -> Result<AgentIdentity, AuthError> {
+        self.warned.call_once(|| {
+            tracing::warn!(
+                "agent identities are NOT verified: the hub trusts the cluster id each agent claims"
+            );
+        });
+        Ok(AgentIdentity {
+            cluster_id: claimed_cluster_id.to_string(),
+        })
+    }
+}
+
+/// Extracts the bearer token from request metadata.
+pub fn bearer(md: &tonic::metadata::MetadataMap) -> Option<Secret> {
+    let v = md.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| Secret::new(token.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_read_from_metadata() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(bearer(&md), None);
+        md.insert("authorization", "Bearer abc.def".parse().unwrap());
+        assert_eq!(bearer(&md).unwrap().expose(), "abc.def");
+        md.insert("authorization", "Basic xyz".parse().unwrap());
+        assert_eq!(bearer(&md), None);
+    }
+
+    #[tokio::test]
+    async fn trust_claimed_cluster_binds_the_claim() {
+        let id = TrustClaimedCluster::default()
+            .authenticate(None, "c-m-abcd1234")
+            .await
+            .unwrap();
+        assert_eq!(id.cluster_id, "c-m-abcd1234");
+    }
+}

@@ -1,0 +1,136 @@
+//! Unit tests of the index: token resolution, restart rebuild, deletion tracking.
+
+use super::*;
+
+fn key(uid: &str) -> VcKey {
+    VcKey::new("c-m-host0001", uid)
+}
+
+fn prov(name: &str, k: Option<VcKey>, mgmt: Option<&str>) -> ProvCluster {
+    ProvCluster {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        key: k,
+        mgmt_id: mgmt.map(Into::into),
+        ready: false,
+        deleting: false,
+    }
+}
+
+fn crt(id: &str, url: &str, token: &str, secret_name: Option<&str>) -> Crt {
+    Crt {
+        mgmt_id: id.into(),
+        manifest_url: Secret::new(url),
+        token: Secret::new(token),
+        token_secret_name: secret_name.map(Into::into),
+    }
+}
+
+#[test]
+fn legacy_token_is_the_url() {
+    let c = crt("c-m-1", "https://r/v3/import/abc_c-m-1.yaml", "abc", None);
+    assert_eq!(
+        resolve_token(Some(&c), None).unwrap().expose(),
+        "https://r/v3/import/abc_c-m-1.yaml"
+    );
+}
+
+#[test]
+fn placeholder_is_filled_from_the_secret_and_waits_without_it() {
+    let c = crt(
+        "c-m-1",
+        "https://r/v3/import/{token}_c-m-1.yaml",
+        "",
+        Some(TOKEN_SECRET_NAME),
+    );
+    assert_eq!(resolve_token(Some(&c), None), None);
+    let s = Secret::new("tok");
+    assert_eq!(
+        resolve_token(Some(&c), Some(&s)).unwrap().expose(),
+        "https://r/v3/import/tok_c-m-1.yaml"
+    );
+    let other = crt(
+        "c-m-1",
+        "https://r/v3/import/{token}_c-m-1.yaml",
+        "",
+        Some("elsewhere"),
+    );
+    assert_eq!(resolve_token(Some(&other), Some(&s)), None);
+    assert_eq!(
+        resolve_token(Some(&crt("c-m-1", "", "", None)), Some(&s)),
+        None
+    );
+}
+
+#[test]
+fn token_state_follows_crt_and_secret_events() {
+    let now = Instant::now();
+    let mut ix = Index::default();
+    ix.apply_prov(prov("vc", Some(key("u1")), Some("c-m-1")));
+    assert_eq!(ix.token("c-m-1"), TokenState::Missing);
+    let affected = ix.apply_crt(crt("c-m-1", "https://r/{token}.yaml", "", None), now);
+    assert_eq!(affected, vec![key("u1")]);
+    assert_eq!(ix.token("c-m-1"), TokenState::WaitingSecret);
+    let affected = ix.apply_token_secret("c-m-1", Secret::new("t1"), now);
+    assert_eq!(affected, vec![key("u1")]);
+    match ix.token("c-m-1") {
+        TokenState::Ready(u, _) => assert_eq!(u.expose(), "https://r/t1.yaml"),
+        other => panic!("{other:?}"),
+    }
+    ix.delete_token_secret("c-m-1", now);
+    assert_eq!(ix.token("c-m-1"), TokenState::WaitingSecret);
+}
+
+#[test]
+fn rebuilt_from_labels_after_restart() {
+    // A restarted hub only has the list: the mapping key → cluster comes from labels.
+    let mut ix = Index::default();
+    let affected = ix.replace_prov(vec![
+        prov("a", Some(key("u1")), Some("c-m-a")),
+        prov("b", Some(key("u2")), None),
+        prov("c", None, None),
+    ]);
+    assert_eq!(affected.len(), 2);
+    assert_eq!(ix.prov_for(&key("u1")).unwrap().name, "a");
+    assert_eq!(ix.key_for_mgmt("c-m-a"), Some(&key("u1")));
+    let mut uids: Vec<_> = ix.uids_of_host("c-m-host0001").cloned().collect();
+    uids.sort();
+    assert_eq!(uids, vec!["u1", "u2"]);
+    assert_eq!(ix.name_use("a", &key("u1")), NameUse::Ours);
+    assert_eq!(ix.name_use("a", &key("u2")), NameUse::Other);
+    assert_eq!(ix.name_use("c", &key("u2")), NameUse::Other);
+    assert_eq!(ix.name_use("zz", &key("u2")), NameUse::Free);
+}
+
+#[test]
+fn deletion_by_someone_else_is_remembered_but_ours_is_not() {
+    let mut ix = Index::default();
+    ix.apply_prov(prov("a", Some(key("u1")), None));
+    ix.apply_prov(prov("b", Some(key("u2")), None));
+    ix.mark_deleting_by_us(&key("u2"));
+    ix.delete_prov("a");
+    ix.delete_prov("b");
+    assert!(ix.is_user_deleted(&key("u1")));
+    assert!(!ix.is_user_deleted(&key("u2")));
+    assert!(!ix.is_deleting_by_us(&key("u2")));
+    assert!(ix.prov_for(&key("u1")).is_none());
+    assert_eq!(ix.uids_of_host("c-m-host0001").count(), 0);
+}
+
+#[test]
+fn relist_treats_missing_objects_as_deleted() {
+    let mut ix = Index::default();
+    ix.apply_prov(prov("a", Some(key("u1")), None));
+    let affected = ix.replace_prov(vec![]);
+    assert_eq!(affected, vec![key("u1")]);
+    assert!(ix.is_user_deleted(&key("u1")));
+}
+
+#[test]
+fn a_deletion_timestamp_from_someone_else_counts_as_user_deletion() {
+    let mut ix = Index::default();
+    let mut p = prov("a", Some(key("u1")), None);
+    p.deleting = true;
+    ix.apply_prov(p);
+    assert!(ix.is_user_deleted(&key("u1")));
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics of the hub (prometheus-client). Label values are low-cardinality
+//! constants: never a cluster id, name or anything an agent can choose freely.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// All hub metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `vclink_hub_agents_connected`
+    pub agents_connected: Gauge,
+    /// `vclink_hub_vclusters{state}` (refreshed at scrape time).
+    pub vclusters: Family<Labels, Gauge>,
+    /// `vclink_hub_registrations_sent_total`
+    pub registrations_sent: Counter,
+    /// `vclink_hub_register_latency_seconds`: token seen → Register sent.
+    pub register_latency: Histogram,
+    /// `vclink_hub_rejections_total{reason}`
+    pub rejections: Family<Labels, Counter>,
+    /// `vclink_hub_reconcile_errors_total{kind}`
+    pub reconcile_errors: Family<Labels, Counter>,
+    /// `vclink_hub_api_requests_total{verb}`
+    pub api_requests: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vclink_hub");
+        let agents_connected = Gauge::default();
+        registry.register(
+            "agents_connected",
+            "Agents with a live stream",
+            agents_connected.clone(),
+        );
+        let vclusters = Family::<Labels, Gauge>::default();
+        registry.register(
+            "vclusters",
+            "vClusters reported by live agents, by Rancher-side state",
+            vclusters.clone(),
+        );
+        let registrations_sent = Counter::default();
+        registry.register(
+            "registrations_sent",
+            "Register messages sent to agents",
+            registrations_sent.clone(),
+        );
+        let register_latency = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+        ]);
+        registry.register(
+            "register_latency_seconds",
+            "Time from the registration token becoming known to Register being sent",
+            register_latency.clone(),
+        );
+        let rejections = Family::<Labels, Counter>::default();
+        registry.register(
+            "rejections",
+            "Agent streams or messages refused, by reason",
+            rejections.clone(),
+        );
+        let reconcile_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors, by kind",
+            reconcile_errors.clone(),
+        );
+        let api_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Kubernetes API requests made by reconcile, by verb",
+            api_requests.clone(),
+        );
+        Self {
+            registry,
+            agents_connected,
+            vclusters,
+            registrations_sent,
+            register_latency,
+            rejections,
+            reconcile_errors,
+            api_requests,
+        }
+    }
+
+    /// Counts a refusal.
+    pub fn reject(&self, reason: &'static str) {
+        self.rejections.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Counts an API request.
+    pub fn api(&self, verb: &'static str) {
+        self.api_requests.get_or_create(&[("verb", verb)]).inc();
+    }
+
+    /// Counts a reconcile error.
+    pub fn reconcile_error(&self, kind: &'static str) {
+        self.reconcile_errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_exposed() {
+        let m = Metrics::new();
+        m.reject("invalid");
+        m.api("create");
+        m.reconcile_error("api");
+        m.vclusters.get_or_create(&[("state", "pending")]).set(2);
+        let t = m.encode();
+        for name in [
+            "vclink_hub_agents_connected",
+            "vclink_hub_vclusters{state=\"pending\"} 2",
+            "vclink_hub_registrations_sent_total",
+            "vclink_hub_register_latency_seconds_bucket",
+            "vclink_hub_rejections_total{reason=\"invalid\"} 1",
+            "vclink_hub_reconcile_errors_total{kind=\"api\"} 1",
+            "vclink_hub_api_requests_total{verb=\"create\"} 1",
+        ] {
+            assert!(t.contains(name), "{name} missing in\n{t}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Rancher's kinds as the hub sees them. No Rancher Rust crate exists, so the objects are
+//! read as `DynamicObject`s and immediately reduced to the small structs of
+//! [`crate::index`] (`parse_*`, pure and tested); objects are never stored whole.
+
+pub mod watch;
+pub mod write;
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use vclink_proto::Secret;
+use vclink_proto::keys::{LABEL_HOST_CLUSTER, LABEL_SERVICE_UID};
+
+use crate::index::{Conn, Crt, MgmtCluster, ProvCluster, VcKey};
+
+/// Labels the Go operator (loft-sh/vcluster-rancher-operator) puts on its clusters.
+pub const LOFT_SERVICE_UID: &str = "loft.sh/vcluster-service-uid";
+/// See [`LOFT_SERVICE_UID`].
+pub const LOFT_HOST_CLUSTER: &str = "loft.sh/vcluster-host-cluster";
+
+/// `provisioning.cattle.io/v1` `Cluster`.
+pub fn prov_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("provisioning.cattle.io", "v1", "Cluster"),
+        "clusters",
+    )
+}
+
+/// `management.cattle.io/v3` `Cluster`.
+pub fn mgmt_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("management.cattle.io", "v3", "Cluster"),
+        "clusters",
+    )
+}
+
+/// `management.cattle.io/v3` `ClusterRegistrationToken`.
+pub fn crt_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("management.cattle.io", "v3", "ClusterRegistrationToken"),
+        "clusterregistrationtokens",
+    )
+}
+
+/// `management.cattle.io/v3` `Setting`.
+pub fn setting_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("management.cattle.io", "v3", "Setting"),
+        "settings",
+    )
+}
+
+/// Fails with an install hint when Rancher's APIs are missing from the local cluster.
+pub async fn check_apis(client: &Client) -> anyhow::Result<()> {
+    let wanted = [
+        ("provisioning.cattle.io/v1", "clusters"),
+        ("management.cattle.io/v3", "clusters"),
+        ("management.cattle.io/v3", "clusterregistrationtokens"),
+        ("management.cattle.io/v3", "settings"),
+    ];
+    for (gv, plural) in wanted {
+        let found = match client.list_api_group_resources(gv).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == plural),
+            Err(kube::Error::Api(e)) if e.code == 404 => false,
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot reach the Kubernetes API to check for {gv}: {e}"
+                ));
+            }
+        };
+        if !found {
+            anyhow::bail!(
+                "the API {gv} {plural} is missing: vclink-hub must run against Rancher's local cluster \
+                 (install Rancher, or point KUBECONFIG at the cluster Rancher runs in)"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn label<'a>(o: &'a DynamicObject, k: &str) -> Option<&'a str> {
+    o.metadata
+        .labels
+        .as_ref()?
+        .get(k)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+fn status(o: &DynamicObject) -> Option<&Value> {
+    o.data.get("status")
+}
+
+fn str_at<'a>(v: Option<&'a Value>, k: &str) -> Option<&'a str> {
+    v?.get(k)?.as_str().filter(|s| !s.is_empty())
+}
+
+/// The vCluster key on a provisioning cluster, from our labels.
+pub fn key_from_labels(o: &DynamicObject) -> Option<VcKey> {
+    Some(VcKey::new(
+        label(o, LABEL_HOST_CLUSTER)?,
+        label(o, LABEL_SERVICE_UID)?,
+    ))
+}
+
+/// The vCluster key on a cluster the Go operator created.
+pub fn loft_key(o: &DynamicObject) -> Option<VcKey> {
+    Some(VcKey::new(
+        label(o, LOFT_HOST_CLUSTER)?,
+        label(o, LOFT_SERVICE_UID)?,
+    ))
+}
+
+/// Reduces a provisioning cluster.
+pub fn parse_prov(o: &DynamicObject) -> ProvCluster {
+    let st = status(o);
+    ProvCluster {
+        name: o.name_any(),
+        uid: o.uid().unwrap_or_default(),
+        key: key_from_labels(o),
+        mgmt_id: str_at(st, "clusterName").map(Into::into),
+        ready: st
+            .and_then(|s| s.get("ready"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        deleting: o.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn condition<'a>(o: &'a DynamicObject, ty: &str) -> Option<&'a Value> {
+    status(o)?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+}
+
+fn cond_is(c: Option<&Value>, field: &str, v: &str) -> bool {
+    c.and_then(|c| c.get(field)).and_then(Value::as_str) == Some(v)
+}
+
+/// Reduces a management cluster: `Connected` (2.15) decides when present, else `Ready`
+/// (≤ 2.14); `Ready=False` with reason `Disconnected` means the tunnel was lost.
+pub fn parse_mgmt(o: &DynamicObject) -> MgmtCluster {
+    let connected = condition(o, "Connected");
+    let ready = condition(o, "Ready");
+    let conn = if connected.is_some() {
+        if cond_is(connected, "status", "True") {
+            Conn::Connected
+        } else {
+            Conn::NotConnected
+        }
+    } else if cond_is(ready, "status", "True") {
+        Conn::Connected
+    } else {
+        Conn::NotConnected
+    };
+    let conn = if conn != Conn::Connected
+        && cond_is(ready, "status", "False")
+        && cond_is(ready, "reason", "Disconnected")
+    {
+        Conn::Disconnected
+    } else {
+        conn
+    };
+    MgmtCluster {
+        id: o.name_any(),
+        conn,
+    }
+}
+
+/// Reduces a ClusterRegistrationToken (namespace = management id).
+pub fn parse_crt(o: &DynamicObject) -> Option<Crt> {
+    let st = status(o);
+    Some(Crt {
+        mgmt_id: o.namespace()?,
+        manifest_url: Secret::new(str_at(st, "manifestUrl").unwrap_or_default()),
+        token: Secret::new(str_at(st, "token").unwrap_or_default()),
+        token_secret_name: str_at(st, "tokenSecretName").map(Into::into),
+    })
+}
+
+/// Reduces a Setting to (name, value) for the two the hub reads; `value` falls back to
+/// `default` when empty.
+pub fn parse_setting(o: &DynamicObject) -> Option<(String, String)> {
+    let name = o.name_any();
+    if name != "agent-tls-mode" && name != "cacerts" {
+        return None;
+    }
+    let get = |k: &str| {
+        o.data
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    Some((
+        name,
+        get("value")
+            .or_else(|| get("default"))
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn provisioning_cluster_is_reduced_to_key_and_status() {
+        let o = obj(json!({
+            "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
+            "metadata": {"name": "x", "namespace": "fleet-default", "uid": "u",
+                "labels": {"vclink.io/host-cluster": "c-m-h", "vclink.io/service-uid": "s"}},
+            "status": {"clusterName": "c-m-abc", "ready": true}
+        }));
+        let p = parse_prov(&o);
+        assert_eq!(p.key, Some(VcKey::new("c-m-h", "s")));
+        assert_eq!(p.mgmt_id.as_deref(), Some("c-m-abc"));
+        assert!(p.ready && !p.deleting);
+    }
+
+    #[test]
+    fn management_connection_by_rancher_version() {
+        let m = |conds: Value| {
+            parse_mgmt(&obj(
+                json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+            "metadata": {"name": "c-m-1"}, "status": {"conditions": conds}}),
+            ))
+        };
+        assert_eq!(m(json!([{"type": "Connected", "status": "True"}, {"type": "Ready", "status": "False"}])).conn, Conn::Connected);
+        assert_eq!(m(json!([{"type": "Connected", "status": "False"}, {"type": "Ready", "status": "True"}])).conn, Conn::NotConnected);
+        assert_eq!(
+            m(json!([{"type": "Ready", "status": "True"}])).conn,
+            Conn::Connected
+        );
+        assert_eq!(
+            m(json!([{"type": "Ready", "status": "False", "reason": "Disconnected"}])).conn,
+            Conn::Disconnected
+        );
+        assert_eq!(m(json!([])).conn, Conn::NotConnected);
+    }
+
+    #[test]
+    fn token_and_settings_are_read() {
+        let c = parse_crt(&obj(json!({"apiVersion": "management.cattle.io/v3", "kind": "ClusterRegistrationToken",
+            "metadata": {"name": "default-token", "namespace": "c-m-1"},
+            "status": {"token": "", "tokenSecretName": "crt-token-default-token", "manifestUrl": "https://r/{token}"}}))).unwrap();
+        assert_eq!(c.mgmt_id, "c-m-1");
+        assert!(c.token.is_empty());
+        assert_eq!(
+            c.token_secret_name.as_deref(),
+            Some("crt-token-default-token")
+        );
+        let s = parse_setting(&obj(
+            json!({"apiVersion": "management.cattle.io/v3", "kind": "Setting",
+            "metadata": {"name": "agent-tls-mode"}, "value": "", "default": "strict"}),
+        ));
+        assert_eq!(s, Some(("agent-tls-mode".into(), "strict".into())));
+        let s = parse_setting(&obj(
+            json!({"apiVersion": "management.cattle.io/v3", "kind": "Setting",
+            "metadata": {"name": "server-url"}, "value": "x"}),
+        ));
+        assert_eq!(s, None);
+    }
+}

@@ -1,0 +1,91 @@
+//! The render cases: each is one chart with the values files a user would pass
+//! (`charts/tests/values/*.yaml`), and gives one snapshot `charts/tests/rendered/<name>.yaml`.
+
+use std::path::PathBuf;
+
+/// One chart rendered with one set of values files.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// Snapshot name.
+    pub name: &'static str,
+    /// Chart directory under `charts/`.
+    pub chart: &'static str,
+    /// Helm release name.
+    pub release: &'static str,
+    /// Release namespace.
+    pub namespace: &'static str,
+    /// Values files under `charts/tests/values/`, merged in order.
+    pub values: &'static [&'static str],
+}
+
+impl Case {
+    /// Absolute chart directory.
+    pub fn chart_dir(&self) -> PathBuf {
+        crate::repo_root().join("charts").join(self.chart)
+    }
+
+    /// Absolute paths of the values files.
+    pub fn values_paths(&self) -> Vec<PathBuf> {
+        let dir = crate::repo_root().join("charts/tests/values");
+        self.values.iter().map(|v| dir.join(v)).collect()
+    }
+
+    /// Absolute path of the snapshot.
+    pub fn snapshot_path(&self) -> PathBuf {
+        crate::repo_root()
+            .join("charts/tests/rendered")
+            .join(format!("{}.yaml", self.name))
+    }
+}
+
+/// Every case, as a new user would install: defaults, cert-manager, air-gapped registry,
+/// monitoring + NetworkPolicy for the hub; defaults and air-gapped for the agent.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "hub-default",
+        chart: "hub",
+        release: "vclink-hub",
+        namespace: "vclink-system",
+        values: &["hub-default.yaml"],
+    },
+    Case {
+        name: "hub-cert-manager",
+        chart: "hub",
+        release: "vclink-hub",
+        namespace: "vclink-system",
+        values: &["hub-cert-manager.yaml"],
+    },
+    Case {
+        name: "hub-custom-registry",
+        chart: "hub",
+        release: "vclink-hub",
+        namespace: "vclink-system",
+        values: &["hub-custom-registry.yaml"],
+    },
+    Case {
+        name: "hub-monitoring",
+        chart: "hub",
+        release: "vclink-hub",
+        namespace: "vclink-system",
+        values: &["hub-monitoring.yaml"],
+    },
+    Case {
+        name: "agent-default",
+        chart: "agent",
+        release: "vclink-agent",
+        namespace: "vclink-system",
+        values: &["agent-default.yaml"],
+    },
+    Case {
+        name: "agent-custom-registry",
+        chart: "agent",
+        release: "vclink-agent",
+        namespace: "vclink-system",
+        values: &["agent-custom-registry.yaml"],
+    },
+];
+
+/// Looks a case up by name.
+pub fn case(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
+}
