@@ -36,6 +36,20 @@ pub enum Command {
     Run(RunArgs),
     /// Import one vCluster into Rancher (what the registration Job runs; not for manual use).
     Register(RegisterArgs),
+    /// Print every vCluster in this cluster with the state vclink recorded on its Service
+    /// (uses KUBECONFIG or the in-cluster ServiceAccount; needs only list on Services).
+    Status(StatusArgs),
+}
+
+/// Flags of `vclink-agent status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Log output format.
@@ -103,6 +117,10 @@ pub struct RunArgs {
     /// Most Kubernetes write requests (patches, Events, Jobs) per second.
     #[arg(long, env = "VCLINK_KUBE_QPS", default_value_t = 5.0)]
     pub kube_qps: f64,
+
+    /// Most Kubernetes writes sent at once before `--kube-qps` pacing applies.
+    #[arg(long, env = "VCLINK_KUBE_BURST", default_value_t = 10)]
+    pub kube_burst: u32,
 
     /// Log format.
     #[arg(long, env = "VCLINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

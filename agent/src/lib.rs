@@ -15,6 +15,7 @@ pub mod link;
 pub mod ratelimit;
 pub mod record;
 pub mod register;
+pub mod status;
 pub mod tls;
 pub mod watch;
 
@@ -74,6 +75,25 @@ pub fn main_entry() -> ExitCode {
             init_tracing(args.log_format);
             register::main(args)
         }
+        Command::Status(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("vclink-agent: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(status::main(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vclink-agent status: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -131,7 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
 
-    let limiter = ratelimit::RateLimiter::new(args.kube_qps);
+    let limiter = ratelimit::RateLimiter::new(args.kube_qps, args.kube_burst);
     let (catalog_tx, catalog_rx) = watch::channel();
     let (records_tx, records_rx) = mpsc::channel(QUEUE);
     let (reg_tx, reg_rx) = mpsc::channel(QUEUE);

@@ -113,7 +113,7 @@ async fn watches_record_and_run_registration_jobs() {
     let client = cluster.client().await.expect("client");
     let uid = setup(&client).await;
     let cancel = CancellationToken::new();
-    let limiter = RateLimiter::new(50.0);
+    let limiter = RateLimiter::new(50.0, 10);
 
     // Watches → catalog.
     let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();

@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod limits;
 pub mod names;
+pub mod ratelimit;
 pub mod secret;
 pub mod validate;
 

@@ -137,6 +137,19 @@ fn named(name: &str, id: &str) -> String {
     }
 }
 
+/// The Job's own progress moves the state to `registering`, but never back from
+/// `connected`: Rancher may report the cluster connected (via the hub) before this agent
+/// has seen its Job finish, and Rancher's word on the connection is the one that counts.
+fn registering_unless_connected(
+    patch: &mut BTreeMap<String, Option<String>>,
+    current: &BTreeMap<String, String>,
+    now: &str,
+) {
+    if current.get(keys::ANNOTATION_STATE).map(String::as_str) != Some(state::CONNECTED) {
+        set_state(patch, current, state::REGISTERING, now);
+    }
+}
+
 /// Decides the writes for `op` given the Service's current `vclink.io/` annotations.
 pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Plan {
     let mut p = Plan::default();
@@ -240,7 +253,7 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
             };
             match phase {
                 Phase::JobCreated => {
-                    set_state(&mut p.patch, current, state::REGISTERING, now);
+                    registering_unless_connected(&mut p.patch, current, now);
                     p.event = Some(EventSpec {
                         warning: false,
                         reason: "RegistrationJobCreated",
@@ -250,7 +263,7 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
                     });
                 }
                 Phase::Succeeded => {
-                    set_state(&mut p.patch, current, state::REGISTERING, now);
+                    registering_unless_connected(&mut p.patch, current, now);
                     set(&mut p.patch, current, keys::ANNOTATION_LAST_ERROR, None);
                     p.event = Some(EventSpec {
                         warning: false,
@@ -430,6 +443,28 @@ mod tests {
                 .contains("HTTP 400")
         );
         assert_eq!(p.event.expect("event").reason, "RegistrationFailed");
+    }
+
+    #[test]
+    fn a_late_job_success_does_not_undo_connected() {
+        let op = RecordOp::Progress {
+            uid: "u".into(),
+            phase: Phase::Succeeded,
+            message: String::new(),
+            rancher_cluster_id: "c-m-abcd1234".into(),
+            job_name: "vclink-register-0123456789ab".into(),
+        };
+        let connected = ann(&[(keys::ANNOTATION_STATE, "connected")]);
+        assert!(
+            !plan(&op, &connected, NOW)
+                .patch
+                .contains_key(keys::ANNOTATION_STATE)
+        );
+        let pending = ann(&[(keys::ANNOTATION_STATE, "pending")]);
+        assert_eq!(
+            plan(&op, &pending, NOW).patch[keys::ANNOTATION_STATE],
+            Some("registering".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! The token bucket both binaries put in front of their Kubernetes writes (`--kube-qps`,
+//! `--kube-burst`): a burst of a few writes goes out at once, so one vCluster's state
+//! change is not delayed behind its own Event, while a flood (a reconnect, thousands of
+//! new vClusters) is paced. Pure arithmetic on `Instant`s; the caller does the waiting,
+//! so this crate stays free of any runtime.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Shared bucket; clones share one budget.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    state: Arc<Mutex<(f64, Instant)>>,
+}
+
+impl TokenBucket {
+    /// `qps` tokens per second, at most `burst` (≥ 1) saved up. A `qps` that is not a
+    /// positive finite number disables limiting.
+    pub fn new(qps: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps: if qps.is_finite() { qps } else { 0.0 },
+            burst,
+            state: Arc::new(Mutex::new((burst, Instant::now()))),
+        }
+    }
+
+    /// Takes one token; returns how long the caller must wait before using it.
+    pub fn reserve(&self, now: Instant) -> Duration {
+        if self.qps <= 0.0 {
+            return Duration::ZERO;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = *s;
+        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.qps)
+            .min(self.burst)
+            - 1.0;
+        *s = (tokens, now.max(last));
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-tokens / self.qps)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_paced() {
+        let r = TokenBucket::new(10.0, 2);
+        let t = Instant::now();
+        assert_eq!(r.reserve(t), Duration::ZERO);
+        assert_eq!(r.reserve(t), Duration::ZERO);
+        let w = r.reserve(t);
+        assert!(
+            w > Duration::from_millis(90) && w < Duration::from_millis(110),
+            "{w:?}"
+        );
+        // The next caller queues behind the previous one.
+        let w2 = r.clone().reserve(t);
+        assert!(w2 > Duration::from_millis(190), "{w2:?}");
+        assert_eq!(TokenBucket::new(0.0, 1).reserve(t), Duration::ZERO);
+        assert_eq!(TokenBucket::new(f64::NAN, 1).reserve(t), Duration::ZERO);
+    }
+
+    #[test]
+    fn refills_over_time_up_to_the_burst() {
+        let r = TokenBucket::new(10.0, 3);
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(r.reserve(t), Duration::ZERO);
+        }
+        let later = t + Duration::from_secs(10);
+        for _ in 0..3 {
+            assert_eq!(r.reserve(later), Duration::ZERO);
+        }
+        assert!(r.reserve(later) > Duration::ZERO);
+    }
+}
