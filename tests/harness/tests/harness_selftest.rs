@@ -568,5 +568,35 @@ async fn e2e_env_brings_up_hub_and_agent_and_imports_a_vcluster() -> anyhow::Res
     let (name, id) = res?;
     assert!(id.starts_with("c-m-"), "{id}");
     assert!(!name.is_empty());
+
+    // Tearing the environment down leaves no process behind: every API server and etcd
+    // (local, downstream, the vCluster's), the hub and the agent are gone.
+    let mut pids = env.local.pids();
+    for d in &env.downstreams {
+        pids.extend(d.cluster.pids());
+        pids.extend(d.agent.as_ref().and_then(|a| a.pid()));
+    }
+    pids.extend(vc.api().pids());
+    pids.extend(env.hub.pid());
+    assert!(
+        pids.len() >= 8,
+        "expected every process to be known: {pids:?}"
+    );
+    assert!(pids.iter().all(|p| vclink_envtest::procs::is_alive(*p)));
+    drop(vc);
+    drop(env);
+    wait_for(
+        "every process of the environment to exit",
+        TIMEOUT,
+        || async {
+            let alive: Vec<u32> = pids
+                .iter()
+                .copied()
+                .filter(|p| vclink_envtest::procs::is_alive(*p))
+                .collect();
+            anyhow::Ok(alive.is_empty())
+        },
+    )
+    .await?;
     Ok(())
 }
