@@ -8,10 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Default image of the registration Job: the agent image itself, so an air-gapped
-/// install mirrors one image.
-pub const DEFAULT_JOB_IMAGE: &str =
-    concat!("ghcr.io/vclink/vclink-agent:", env!("CARGO_PKG_VERSION"));
+/// Default image of the registration Job: the one vclink image (hub, agent and Job; the
+/// charts' `image.repository`), so an air-gapped install mirrors one image.
+pub const DEFAULT_JOB_IMAGE: &str = concat!("ghcr.io/vclink/vclink:", env!("CARGO_PKG_VERSION"));
 
 /// Top-level command line.
 #[derive(Debug, Parser)]

@@ -51,8 +51,9 @@ pub fn main_entry() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             init_tracing(args.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread is plenty for watching Services and one gRPC stream, and it
+            // keeps the idle footprint small (no per-thread allocator arenas).
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

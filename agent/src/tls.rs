@@ -1,7 +1,10 @@
 //! rustls building blocks shared by the hub connection and the `register` manifest fetch:
 //! root stores from a PEM bundle or the system trust store, the certificate verifier for
 //! each trust choice, and the explicit "accept anything" verifier used only when an
-//! operator asked for no verification. Everything uses the ring provider (no aws-lc-rs).
+//! operator asked for no verification. Everything uses the ring provider (no aws-lc-rs)
+//! and TLS 1.3 only: [`client_config`] offers nothing else, and [`Tls13Only`] makes a
+//! verifier refuse every TLS 1.2 handshake where the config is built by someone else
+//! (tonic's channel).
 
 use std::sync::Arc;
 
@@ -94,13 +97,58 @@ pub fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TlsError> 
 pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
     let v = verifier(trust)?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(v)
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(cfg)
+}
+
+/// The verifier for connections whose rustls config tonic builds (it offers TLS 1.2
+/// too): a TLS 1.2 server must sign its key exchange, and this verifier refuses every
+/// such signature, so only TLS 1.3 sessions complete. (rustls has no TLS 1.2 suite
+/// without a signed key exchange.)
+#[derive(Debug)]
+pub struct Tls13Only(pub Arc<dyn ServerCertVerifier>);
+
+impl ServerCertVerifier for Tls13Only {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "the server offered TLS 1.2; vclink requires TLS 1.3".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Accepts any server certificate (still checks handshake signatures so the session is
@@ -170,6 +218,71 @@ mod tests {
             roots_from_pem("not a certificate"),
             Err(TlsError::NoCertificates)
         ));
+    }
+
+    /// A handshake against a server speaking `server_versions`, either with
+    /// [`client_config`] or with the config tonic would build (1.2 and 1.3 offered)
+    /// around [`Tls13Only`].
+    async fn handshake(
+        server_versions: &[&'static rustls::SupportedProtocolVersion],
+        ours: bool,
+    ) -> bool {
+        use std::sync::Arc;
+        let ca = vclink_envtest::CertificateAuthority::new("t").expect("ca");
+        let leaf = ca.issue_server(&["localhost".to_string()]).expect("leaf");
+        let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
+            .expect("key")
+            .expect("key");
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(server_versions)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        tokio::spawn(async move {
+            if let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let trust = Trust::Pem(ca.cert_pem().to_string());
+        let client = if ours {
+            client_config(&trust, &[]).expect("config")
+        } else {
+            let v = Tls13Only(verifier(&trust).expect("verifier"));
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(v))
+                .with_no_client_auth()
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn only_tls13_servers_are_accepted() {
+        install_default_provider();
+        let (v12, v13) = (&rustls::version::TLS12, &rustls::version::TLS13);
+        for ours in [true, false] {
+            assert!(handshake(&[v13], ours).await, "TLS 1.3 works (ours={ours})");
+            assert!(
+                !handshake(&[v12], ours).await,
+                "TLS 1.2 is refused (ours={ours})"
+            );
+        }
     }
 
     #[test]

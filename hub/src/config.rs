@@ -21,6 +21,32 @@ pub enum RegistrationTlsMode {
     Insecure,
 }
 
+/// Whether the hub keeps owner bindings (CRTBs) on vCluster clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OwnerSyncMode {
+    /// Keep the CRTBs the role mapping prescribes.
+    #[value(alias = "true", alias = "on")]
+    Enabled,
+    /// As `enabled` (the chart's name for its per-cluster RBAC grant mode).
+    #[value(name = "perCluster", alias = "per-cluster")]
+    PerCluster,
+    /// Never create or delete CRTBs.
+    #[value(alias = "false", alias = "off")]
+    Disabled,
+}
+
+/// How the hub establishes which cluster an agent speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AgentAuthMode {
+    /// Verify the agent's projected ServiceAccount token with a TokenReview sent through
+    /// Rancher's cluster proxy to the cluster the agent claims (the default).
+    #[value(name = "tokenreview")]
+    TokenReview,
+    /// INSECURE, for tests only: believe the claimed cluster id. Warns at start and on
+    /// every stream.
+    TrustClaimed,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -40,11 +66,15 @@ pub enum LogFormat {
     version,
     about,
     long_about,
-    after_long_help = "Example:\n  vclink-hub --tls-cert-file /etc/vclink/tls.crt --tls-key-file /etc/vclink/tls.key\n\n\
-Needs, in Rancher's local cluster: create/delete/list/watch/patch provisioning.cattle.io clusters in the\n\
-workspace namespace; list/watch/patch management.cattle.io clusters; list/watch management.cattle.io\n\
-clusterregistrationtokens and settings; list/watch Secrets (only those named crt-token-default-token are\n\
-read). /readyz turns ready once the initial lists are loaded; agents are refused (UNAVAILABLE) until then."
+    after_long_help = "Example:\n  vclink-hub --tls-cert-file /etc/vclink/tls.crt --tls-key-file /etc/vclink/tls.key \\\n    \
+--rancher-url https://rancher.example.com --rancher-token-file /etc/vclink/rancher/token\n\n\
+Needs, in Rancher's local cluster: provisioning.cattle.io clusters in the workspace namespace \
+(get/list/watch/create/patch/delete); management.cattle.io clusters (list/watch/patch), \
+clusterregistrationtokens named default-token and settings (list/watch); Secrets named \
+crt-token-default-token (list/watch); with owner sync, projects, projectroletemplatebindings and \
+clusterroletemplatebindings (list/watch) and clusterroletemplatebindings (get/create/delete). \
+charts/hub/templates/rbac.yaml holds the exact rules, each with the call that needs it. \
+/readyz turns ready once the initial lists are loaded; agents are refused (UNAVAILABLE) until then."
 )]
 pub struct Args {
     /// Address the gRPC (TLS) listener binds to.
@@ -103,6 +133,110 @@ pub struct Args {
     #[arg(long, env = "VCLINK_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
 
+    /// Owner sync: keep owner CRTBs on vCluster clusters from the host project's PRTBs and
+    /// the host cluster's CRTBs (`enabled`/`perCluster`), or leave CRTBs alone (`disabled`).
+    #[arg(long, env = "VCLINK_OWNER_SYNC", value_enum, default_value = "enabled")]
+    pub owner_sync: OwnerSyncMode,
+
+    /// Role mapping for owner sync: JSON text, or the path of a file holding it, e.g.
+    /// `{"project":{"project-owner":"cluster-owner","read-only":null},"cluster":{"cluster-owner":"cluster-owner"}}`.
+    /// Unlisted or null roles are excluded. Default: project-owner and project-member →
+    /// cluster-owner; host cluster-owner → cluster-owner.
+    #[arg(long, env = "VCLINK_OWNER_ROLE_MAPPING")]
+    pub owner_role_mapping: Option<String>,
+
+    /// ClusterRole the hub binds its own ServiceAccount to (a RoleBinding in the vCluster
+    /// cluster's `c-m-` namespace, removed again right after) while it creates owner CRTBs,
+    /// so Rancher's escalation check sees the granted role's rules as held. Unset: the
+    /// hub's standing permissions must pass that check. Needs --owner-grant-service-account.
+    #[arg(
+        long,
+        env = "VCLINK_OWNER_GRANT_CLUSTER_ROLE",
+        requires = "owner_grant_service_account"
+    )]
+    pub owner_grant_cluster_role: Option<String>,
+
+    /// The hub's own ServiceAccount as `<namespace>/<name>` (the subject of the
+    /// --owner-grant-cluster-role binding).
+    #[arg(
+        long,
+        env = "VCLINK_OWNER_GRANT_SERVICE_ACCOUNT",
+        value_name = "NAMESPACE/NAME",
+        requires = "owner_grant_cluster_role"
+    )]
+    pub owner_grant_service_account: Option<String>,
+
+    /// How agents are authenticated: `tokenreview` (verify each agent's ServiceAccount
+    /// token in the cluster it claims, through Rancher's cluster proxy) or the insecure
+    /// test-only `trust-claimed`.
+    #[arg(
+        long,
+        env = "VCLINK_AGENT_AUTH",
+        value_enum,
+        default_value = "tokenreview"
+    )]
+    pub agent_auth: AgentAuthMode,
+
+    /// The agents' ServiceAccount in every downstream cluster, `<namespace>/<name>`; a
+    /// token of any other account is refused (PERMISSION_DENIED).
+    #[arg(
+        long,
+        env = "VCLINK_AGENT_SERVICE_ACCOUNT",
+        value_name = "NAMESPACE/NAME",
+        default_value = "vclink-system/vclink-agent"
+    )]
+    pub agent_service_account: String,
+
+    /// How often a live stream's token is verified again (also always just after the
+    /// token's own expiry); a failed check closes the stream.
+    #[arg(long, env = "VCLINK_AGENT_REVERIFY_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub agent_reverify_interval: Duration,
+
+    /// Messages per second one agent stream may send (token bucket); more closes the
+    /// stream with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VCLINK_AGENT_MESSAGE_RATE", default_value_t = 100.0)]
+    pub agent_message_rate: f64,
+
+    /// Burst above --agent-message-rate.
+    #[arg(long, env = "VCLINK_AGENT_MESSAGE_BURST", default_value_t = 2000)]
+    pub agent_message_burst: u32,
+
+    /// Rancher's server URL (`https://rancher.example.com`), for its cluster proxy.
+    #[arg(long, env = "VCLINK_RANCHER_URL")]
+    pub rancher_url: Option<String>,
+
+    /// PEM CA bundle Rancher's certificate is verified against (default: system roots).
+    #[arg(long, env = "VCLINK_RANCHER_CA_FILE")]
+    pub rancher_ca_file: Option<PathBuf>,
+
+    /// Name of the Rancher User (`management.cattle.io/v3`) the hub issues its own
+    /// short-lived, rotated Token for. Its only right downstream: create TokenReviews.
+    #[arg(
+        long,
+        env = "VCLINK_RANCHER_USER",
+        conflicts_with = "rancher_token_file"
+    )]
+    pub rancher_user: Option<String>,
+
+    /// Instead of --rancher-user: a file holding a Rancher token `<name>:<secret>`
+    /// (e.g. a mounted Secret), re-read on every use.
+    #[arg(long, env = "VCLINK_RANCHER_TOKEN_FILE")]
+    pub rancher_token_file: Option<PathBuf>,
+
+    /// TTL of the Tokens the hub issues with --rancher-user; each is replaced after half
+    /// of it (minimum 10s).
+    #[arg(long, env = "VCLINK_RANCHER_TOKEN_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub rancher_token_ttl: Duration,
+
+    /// TokenReviews per second the hub sends to Rancher at most; more agents connecting
+    /// at once are told to retry (UNAVAILABLE).
+    #[arg(long, env = "VCLINK_RANCHER_QPS", default_value_t = 20.0)]
+    pub rancher_qps: f64,
+
+    /// Burst above --rancher-qps.
+    #[arg(long, env = "VCLINK_RANCHER_BURST", default_value_t = 50)]
+    pub rancher_burst: u32,
+
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VCLINK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -150,5 +284,33 @@ mod tests {
         assert_eq!(a.fleet_workspace, "fleet-default");
         assert_eq!(a.removal_grace, Duration::from_secs(300));
         assert_eq!(a.registration_tls_mode, RegistrationTlsMode::Auto);
+        assert_eq!(
+            a.agent_auth,
+            AgentAuthMode::TokenReview,
+            "secure by default"
+        );
+        assert_eq!(a.agent_service_account, "vclink-system/vclink-agent");
+        assert_eq!(a.owner_sync, OwnerSyncMode::Enabled);
+        assert_eq!(a.owner_role_mapping, None);
+    }
+
+    #[test]
+    fn owner_sync_accepts_the_charts_modes() {
+        let parse = |v: &str| {
+            Args::try_parse_from([
+                "vclink-hub",
+                "--tls-cert-file",
+                "c",
+                "--tls-key-file",
+                "k",
+                "--owner-sync",
+                v,
+            ])
+            .map(|a| a.owner_sync)
+        };
+        assert_eq!(parse("perCluster").unwrap(), OwnerSyncMode::PerCluster);
+        assert_eq!(parse("disabled").unwrap(), OwnerSyncMode::Disabled);
+        assert_eq!(parse("false").unwrap(), OwnerSyncMode::Disabled);
+        assert!(parse("sometimes").is_err());
     }
 }

@@ -63,6 +63,9 @@ pub struct Input<'a> {
     pub user_deleted: bool,
     /// The hub is deleting its Rancher cluster.
     pub deleting_by_us: bool,
+    /// Why its owner bindings cannot be kept (owner sync); shown as an ERROR status once
+    /// the management cluster exists.
+    pub owner_problem: Option<&'a str>,
 }
 
 /// Why the hub deletes a cluster.
@@ -202,6 +205,16 @@ fn decide_reported(
     let name = prov.map(|p| p.name.clone()).unwrap_or_default();
     let mgmt_id = prov.and_then(|p| p.mgmt_id.clone()).unwrap_or_default();
     let status = |out: &mut Vec<Action>, state: State, message: &str| {
+        // An owner binding that cannot be created must reach the Service: the state
+        // becomes ERROR with both messages (decided here, so the dedup below holds).
+        let owner_msg;
+        let (state, message) = match i.owner_problem {
+            Some(p) if state != State::Error && !mgmt_id.is_empty() => {
+                owner_msg = format!("{message}; owner bindings: {p}");
+                (State::Error, owner_msg.as_str())
+            }
+            _ => (state, message),
+        };
         let same = pv.last_status.as_ref().is_some_and(|(s, m, id, n)| {
             *s == state && m == message && *id == mgmt_id && *n == name
         });

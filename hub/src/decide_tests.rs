@@ -27,6 +27,7 @@ fn prov(mgmt: Option<&str>) -> ProvCluster {
         mgmt_id: mgmt.map(Into::into),
         ready: false,
         deleting: false,
+        project: None,
     }
 }
 
@@ -84,6 +85,7 @@ impl World {
             token: self.token.clone(),
             user_deleted: self.user_deleted,
             deleting_by_us: self.deleting_by_us,
+            owner_problem: None,
         })
     }
 }
@@ -352,4 +354,38 @@ fn a_failing_create_keeps_its_error_status() {
     let a = w.run();
     assert!(matches!(a[0], Action::Create(_)));
     assert!(states(&a).is_empty());
+}
+
+#[test]
+fn an_owner_binding_problem_turns_the_status_into_an_error() {
+    let mut w = World::new();
+    w.prov = Some(prov(Some("c-m-vc000001")));
+    w.mgmt = Some(mgmt(Conn::Connected));
+    let problem = "granting cluster-owner to user:u-a: refused: not allowed";
+    let host = HostView {
+        reported: w.reported.as_ref(),
+        snapshot_complete: true,
+        per_vc: &w.per_vc,
+    };
+    let out = decide(&Input {
+        key: &w.key,
+        now: w.now,
+        grace: Duration::from_secs(300),
+        host: Some(host),
+        prov: w.prov.as_ref(),
+        mgmt: w.mgmt.as_ref(),
+        token: w.token.clone(),
+        user_deleted: false,
+        deleting_by_us: false,
+        owner_problem: Some(problem),
+    });
+    assert_eq!(
+        states(&out),
+        [(
+            State::Error,
+            format!("connected to Rancher; owner bindings: {problem}")
+        )]
+    );
+    // Without a problem the same cluster is simply connected.
+    assert_eq!(states(&w.run())[0].0, State::Connected);
 }

@@ -44,6 +44,8 @@ pub struct ProvCluster {
     pub ready: bool,
     /// Has a deletionTimestamp.
     pub deleting: bool,
+    /// Label `vclink.io/project` (`p-…`): the host project last recorded for the vCluster.
+    pub project: Option<String>,
 }
 
 /// Connection state of a management cluster as its conditions describe it.
@@ -134,6 +136,34 @@ pub struct Index {
     deleting_by_us: HashSet<VcKey>,
     /// Rancher settings.
     pub settings: Settings,
+    /// Why owner bindings of a vCluster cannot be kept (owner sync), for its Status.
+    owner_problems: HashMap<VcKey, String>,
+    /// Provisioning clusters the vcluster-rancher-operator created and vclink has not
+    /// adopted yet: vCluster key → cluster name. Usually empty; fed by its own narrow
+    /// watch, so adopting needs no LIST per new vCluster.
+    legacy: HashMap<VcKey, String>,
+}
+
+impl Index {
+    // === clusters of the vcluster-rancher-operator ===
+
+    /// Records (or, with `key: None`, forgets) an operator cluster named `name`.
+    pub fn apply_legacy(&mut self, name: &str, key: Option<VcKey>) {
+        self.legacy.retain(|_, n| n != name);
+        if let Some(k) = key {
+            self.legacy.insert(k, name.to_string());
+        }
+    }
+
+    /// Replaces all operator clusters after a (re)list.
+    pub fn replace_legacy(&mut self, all: Vec<(String, Option<VcKey>)>) {
+        self.legacy = all.into_iter().filter_map(|(n, k)| Some((k?, n))).collect();
+    }
+
+    /// The not-yet-adopted operator cluster of `key`, if any.
+    pub fn legacy_cluster(&self, key: &VcKey) -> Option<&str> {
+        self.legacy.get(key).map(String::as_str)
+    }
 }
 
 impl Index {
@@ -218,6 +248,25 @@ impl Index {
             self.mgmt_key.remove(m);
         }
         vec![k]
+    }
+
+    /// Every vCluster key that has a provisioning cluster.
+    pub fn keys(&self) -> impl Iterator<Item = &VcKey> {
+        self.by_key.keys()
+    }
+
+    /// Records (or clears) why the owner bindings of `key` cannot be kept; returns
+    /// whether that changed.
+    pub fn set_owner_problem(&mut self, key: &VcKey, problem: Option<String>) -> bool {
+        match problem {
+            Some(p) => self.owner_problems.insert(key.clone(), p.clone()) != Some(p),
+            None => self.owner_problems.remove(key).is_some(),
+        }
+    }
+
+    /// Why the owner bindings of `key` cannot be kept, if they cannot.
+    pub fn owner_problem(&self, key: &VcKey) -> Option<&str> {
+        self.owner_problems.get(key).map(String::as_str)
     }
 
     /// The provisioning cluster of a vCluster.

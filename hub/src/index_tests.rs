@@ -14,6 +14,7 @@ fn prov(name: &str, k: Option<VcKey>, mgmt: Option<&str>) -> ProvCluster {
         mgmt_id: mgmt.map(Into::into),
         ready: false,
         deleting: false,
+        project: None,
     }
 }
 
@@ -133,4 +134,22 @@ fn a_deletion_timestamp_from_someone_else_counts_as_user_deletion() {
     p.deleting = true;
     ix.apply_prov(p);
     assert!(ix.is_user_deleted(&key("u1")));
+}
+
+#[test]
+fn operator_clusters_are_found_by_key_until_adopted_or_gone() {
+    let mut i = Index::default();
+    i.replace_legacy(vec![
+        ("legacy-a".into(), Some(key("a"))),
+        ("being-deleted".into(), None),
+    ]);
+    assert_eq!(i.legacy_cluster(&key("a")), Some("legacy-a"));
+    assert_eq!(i.legacy_cluster(&key("b")), None);
+    // Renamed key on the same cluster (labels edited): the old key no longer matches.
+    i.apply_legacy("legacy-a", Some(key("b")));
+    assert_eq!(i.legacy_cluster(&key("a")), None);
+    assert_eq!(i.legacy_cluster(&key("b")), Some("legacy-a"));
+    // Adopted (our label added → leaves the watch's selector) or deleted.
+    i.apply_legacy("legacy-a", None);
+    assert_eq!(i.legacy_cluster(&key("b")), None);
 }

@@ -5,7 +5,8 @@
 //!
 //! Layout: `config` (flags), `rancher` (Rancher kinds, watches), `index` (pure view of
 //! Rancher objects), `decide` (pure decisions), `reconcile` (I/O), `queue` (work queue),
-//! `world` (shared state), `grpc` (service, session state machine, auth seam),
+//! `world` (shared state), `grpc` (service, session state machine, auth seam, scope),
+//! `identity` (TokenReview authentication through Rancher's proxy),
 //! `metrics`, `http` (metrics/health), `tls`, `ratelimit`.
 #![forbid(unsafe_code)]
 
@@ -13,8 +14,10 @@ pub mod config;
 pub mod decide;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod index;
 pub mod metrics;
+pub mod owners;
 pub mod queue;
 pub mod rancher;
 pub mod ratelimit;
@@ -30,7 +33,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Args, LogFormat};
-use crate::grpc::auth::{AgentAuthenticator, TrustClaimedCluster};
+use crate::grpc::auth::AgentAuthenticator;
 use crate::grpc::service::LinkService;
 use crate::world::{Hub, HubConfig};
 
@@ -40,13 +43,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration (in-cluster ServiceAccount or KUBECONFIG)")?;
-    run_with(
-        args,
-        client,
-        Arc::new(TrustClaimedCluster::default()),
-        shutdown,
-    )
-    .await
+    let (auth, rotation) = identity::build(&args, &client, &shutdown).await?;
+    let result = run_with(args, client, auth, shutdown.clone()).await;
+    // The rotation task deletes the hub's current Rancher token when it stops.
+    shutdown.cancel();
+    if let Some(t) = rotation {
+        let _ = t.await;
+    }
+    result
 }
 
 /// [`run`] with an explicit client and authenticator (tests use this).
@@ -66,7 +70,11 @@ pub async fn run_with(
         tls_mode: args.registration_tls_mode,
     };
     let (queue, delay_rx) = queue::Queue::new();
-    let hub = Arc::new(Hub::new(cfg, queue.clone()));
+    let mut hub = Hub::new(cfg, queue.clone());
+    if let Some(m) = auth.metrics() {
+        hub.metrics.add_identity(&m);
+    }
+    let hub = Arc::new(hub);
     let mut tasks = Vec::new();
     tasks.push(http::serve(args.metrics_listen, hub.clone(), shutdown.clone()).await?);
     tasks.push(tokio::spawn(queue.run_delays(delay_rx, shutdown.clone())));
@@ -75,10 +83,28 @@ pub async fn run_with(
         hub.clone(),
         shutdown.clone(),
     ));
+    let limiter = ratelimit::RateLimiter::new(args.kube_qps, args.kube_burst);
+    if args.owner_sync != config::OwnerSyncMode::Disabled {
+        let mapping = owners::RoleMapping::from_arg(args.owner_role_mapping.as_deref())
+            .context("--owner-role-mapping")?;
+        owners::check_apis(&client).await?;
+        let grant = owners::grant::Grant::from_args(
+            args.owner_grant_cluster_role.as_deref(),
+            args.owner_grant_service_account.as_deref(),
+        )?;
+        tasks.extend(owners::spawn(
+            client.clone(),
+            hub.clone(),
+            mapping,
+            grant,
+            limiter.clone(),
+            shutdown.clone(),
+        ));
+    }
     let writer = Arc::new(rancher::write::Rancher::new(
         client,
         &args.fleet_workspace,
-        ratelimit::RateLimiter::new(args.kube_qps, args.kube_burst),
+        limiter,
     ));
     tasks.extend(reconcile::spawn_workers(
         hub.clone(),
@@ -86,7 +112,13 @@ pub async fn run_with(
         usize::from(args.workers),
         shutdown.clone(),
     ));
-    let svc = LinkService::new(hub.clone(), auth, shutdown.clone()).into_server();
+    let svc = LinkService::new(hub.clone(), auth, shutdown.clone())
+        .with_limits(grpc::service::EdgeLimits {
+            message_rate: args.agent_message_rate,
+            message_burst: args.agent_message_burst,
+            reverify_interval: args.agent_reverify_interval,
+        })
+        .into_server();
     tracing::info!(listen = %args.listen, workspace = %args.fleet_workspace, "vclink hub serving agents");
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -27,6 +27,11 @@ pub struct Metrics {
     pub reconcile_errors: Family<Labels, Counter>,
     /// `vclink_hub_api_requests_total{verb}`
     pub api_requests: Family<Labels, Counter>,
+    /// `vclink_hub_owner_binding_errors_total{reason}`: owner CRTBs that could not be
+    /// created or deleted (reason `refused`, `conflict`, `api`).
+    pub owner_binding_errors: Family<Labels, Counter>,
+    /// `vclink_hub_owner_api_requests_total{verb}`: Kubernetes writes of owner sync.
+    pub owner_api_requests: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +88,18 @@ impl Metrics {
             "Kubernetes API requests made by reconcile, by verb",
             api_requests.clone(),
         );
+        let owner_binding_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "owner_binding_errors",
+            "Owner bindings (CRTBs) that could not be created or deleted, by reason",
+            owner_binding_errors.clone(),
+        );
+        let owner_api_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "owner_api_requests",
+            "Kubernetes API requests made by owner sync, by verb",
+            owner_api_requests.clone(),
+        );
         Self {
             registry,
             agents_connected,
@@ -92,7 +109,14 @@ impl Metrics {
             rejections,
             reconcile_errors,
             api_requests,
+            owner_binding_errors,
+            owner_api_requests,
         }
+    }
+
+    /// Registers the identity metrics (TokenReviews, Rancher token rotation).
+    pub fn add_identity(&mut self, m: &crate::identity::IdentityMetrics) {
+        m.register(&mut self.registry);
     }
 
     /// Counts a refusal.

@@ -98,6 +98,9 @@ async fn run_worker(
 ) {
     while let Some(key) = hub.queue.next(&shutdown).await {
         let io = decide_and_send(&hub, &key);
+        // Whatever changed for this vCluster (cluster, labels, reported project) may
+        // change its owner bindings too.
+        hub.notify_owners(&key);
         if io.is_empty() {
             hub.queue.succeeded(&key);
             hub.queue.done(&key);
@@ -188,6 +191,7 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
                 .unwrap_or(TokenState::Missing),
             user_deleted: index.is_user_deleted(key),
             deleting_by_us: index.is_deleting_by_us(key),
+            owner_problem: index.owner_problem(key),
         })
     };
     let (tls_mode, ca_certs) = hub.registration_tls(&w.index.settings);

@@ -72,6 +72,8 @@ pub struct Hub {
     pub cfg: HubConfig,
     ready: AtomicBool,
     next_stream: AtomicU64,
+    /// The owner-sync queue, when owner sync runs (see `crate::owners`).
+    owners: std::sync::OnceLock<Arc<Queue>>,
 }
 
 impl Hub {
@@ -84,12 +86,25 @@ impl Hub {
             cfg,
             ready: AtomicBool::new(false),
             next_stream: AtomicU64::new(1),
+            owners: std::sync::OnceLock::new(),
         }
     }
 
     /// Locks the world (recovering from a poisoned lock: the state stays usable).
     pub fn world(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connects the owner-sync queue (once).
+    pub fn set_owner_queue(&self, q: Arc<Queue>) {
+        let _ = self.owners.set(q);
+    }
+
+    /// Tells owner sync that something about `key` changed.
+    pub fn notify_owners(&self, key: &VcKey) {
+        if let Some(q) = self.owners.get() {
+            q.add(key.clone());
+        }
     }
 
     /// True once every watch delivered its initial list.
@@ -143,6 +158,8 @@ impl Hub {
         let Some(h) = hosts.get_mut(host).filter(|h| h.stream_id == stream_id) else {
             return Ok(()); // replaced meanwhile; the stream is being closed
         };
+        // Scope: only this host's vClusters; checked before anything changes.
+        crate::grpc::scope::check(index, host, &effect)?;
         let key = |uid: &str| VcKey::new(host, uid);
         match effect {
             Effect::Snapshot(vcs) => {

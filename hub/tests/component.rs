@@ -116,6 +116,9 @@ async fn start_hub(client: Client, dir: &std::path::Path) -> Hub {
         format!("--tls-cert-file={}", dir.join("tls.crt").display()),
         format!("--tls-key-file={}", dir.join("tls.key").display()),
         "--removal-grace=2s".into(),
+        // This test's hand-rolled Rancher side has no Projects or role bindings; owner
+        // sync is covered by the harness's owners tests against the simulator.
+        "--owner-sync=disabled".into(),
     ])
     .unwrap();
     let stop = CancellationToken::new();

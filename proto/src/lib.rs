@@ -17,6 +17,14 @@ pub mod validate;
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("vclink.v1");
+
+    impl std::fmt::Debug for Reauth {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Reauth")
+                .field("token", &"<redacted>")
+                .finish()
+        }
+    }
 }
 
 /// The protocol version this build speaks (see `Hello.protocol_version`).
@@ -26,3 +34,16 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const TOKEN_AUDIENCE: &str = "vclink-hub";
 
 pub use secret::Secret;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reauth_debug_hides_the_token() {
+        let m = crate::v1::AgentMessage {
+            msg: Some(crate::v1::agent_message::Msg::Reauth(crate::v1::Reauth {
+                token: "sekret-token".into(),
+            })),
+        };
+        assert!(!format!("{m:?}").contains("sekret-token"));
+    }
+}

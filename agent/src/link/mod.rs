@@ -1,5 +1,7 @@
-//! The agent's one long-lived gRPC stream to the hub: connect over TLS with the projected
-//! ServiceAccount token (re-read on every connect because the kubelet rotates it), Hello →
+//! The agent's one long-lived gRPC stream to the hub: connect over TLS 1.3 with the
+//! projected ServiceAccount token (re-read on every connect, and checked every few
+//! seconds while connected: when the kubelet rotated it, the new token goes to the hub
+//! in a `Reauth` message so the stream continues past the old token's expiry), Hello →
 //! Welcome, a full Snapshot once the watches have listed everything, then only changes,
 //! heartbeats and registration progress; hub messages are routed to the Job controller
 //! and the recorder. Any failure ends the session and the agent reconnects with
@@ -28,7 +30,7 @@ use vclink_proto::v1::{AgentMessage, Heartbeat, HubMessage, RegistrationProgress
 
 use crate::jobs::Registration;
 use crate::record::RecordOp;
-use crate::tls::{TlsError, Trust, verifier};
+use crate::tls::{Tls13Only, TlsError, Trust, verifier};
 use crate::watch::CatalogRx;
 
 /// How long the hub may take to answer Hello.
@@ -37,6 +39,9 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Capacity of the outbound message queue of one stream.
 const OUTBOUND_QUEUE: usize = 64;
+/// How often the token file is checked for a rotated token while connected (the kubelet
+/// rotates at 80% of the token's lifetime, so seconds of delay are harmless).
+const TOKEN_POLL: Duration = Duration::from_secs(5);
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +177,7 @@ pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
         .keep_alive_while_idle(true)
         .tls_config_with_verifier(
             ClientTlsConfig::new().domain_name(host),
-            verifier(&cfg.trust)?,
+            Arc::new(Tls13Only(verifier(&cfg.trust)?)),
         )?;
     Ok(endpoint.connect().await?)
 }
@@ -281,6 +286,10 @@ async fn session(
     };
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut token_poll =
+        tokio::time::interval_at(tokio::time::Instant::now() + TOKEN_POLL, TOKEN_POLL);
+    token_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut presented = token;
 
     let mut catalog = ch.catalog.clone();
     let (registrations, records) = (ch.registrations.clone(), ch.records.clone());
@@ -328,6 +337,31 @@ async fn session(
             }
             Some(p) = ch.progress.recv() => send(messages::msg(Msg::Progress(p))).await?,
             _ = ticker.tick() => send(messages::msg(Msg::Heartbeat(Heartbeat {}))).await?,
+            _ = token_poll.tick() => {
+                if let Some(m) = rotated_token(&cfg.token_file, &mut presented) {
+                    info!("the ServiceAccount token was rotated; re-authenticating the stream");
+                    send(m).await?;
+                }
+            }
+        }
+    }
+}
+
+/// A Reauth message when the token file holds a token other than `presented` (which
+/// then becomes it). An unreadable file keeps the current token: the next connect
+/// reports the problem.
+fn rotated_token(path: &std::path::Path, presented: &mut Secret) -> Option<AgentMessage> {
+    match read_token(path) {
+        Ok(t) if t != *presented => {
+            *presented = t.clone();
+            Some(messages::msg(Msg::Reauth(vclink_proto::v1::Reauth {
+                token: t.expose().to_string(),
+            })))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            debug!(error = %e, "cannot re-read the token file; keeping the current token");
+            None
         }
     }
 }
@@ -395,6 +429,27 @@ mod tests {
         );
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_rotated_token_is_sent_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "one").expect("write");
+        let mut presented = Secret::new("one");
+        assert!(rotated_token(&f, &mut presented).is_none());
+        std::fs::write(&f, "two\n").expect("write");
+        let Some(AgentMessage {
+            msg: Some(Msg::Reauth(r)),
+        }) = rotated_token(&f, &mut presented)
+        else {
+            panic!("no Reauth")
+        };
+        assert_eq!(r.token, "two");
+        assert!(rotated_token(&f, &mut presented).is_none(), "sent once");
+        std::fs::remove_file(&f).expect("rm");
+        assert!(rotated_token(&f, &mut presented).is_none());
+        assert_eq!(presented.expose(), "two");
     }
 
     #[test]

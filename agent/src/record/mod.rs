@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,19 @@ pub use plan::{EventSpec, Plan, RecordOp, clean_text, now_rfc3339, plan, state};
 
 use crate::ratelimit::RateLimiter;
 use crate::watch::CatalogRx;
+
+/// A unique Event name for Service `service`: its name, a dot, and 16 hex digits from the
+/// clock and a counter (unique within this process; across agents, the clock).
+fn event_name(service: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let n = nanos.wrapping_add(SEQ.fetch_add(1, Ordering::Relaxed));
+    format!("{service}.{n:016x}")
+}
 
 /// Field manager of the agent's writes.
 pub const FIELD_MANAGER: &str = "vclink-agent";
@@ -43,7 +57,7 @@ struct Overlay {
 /// Performs [`RecordOp`]s from a bounded queue.
 pub struct Writer {
     client: Client,
-    recorder: Recorder,
+    instance: String,
     catalog: CatalogRx,
     limiter: RateLimiter,
     overlays: HashMap<String, Overlay>,
@@ -52,14 +66,9 @@ pub struct Writer {
 impl Writer {
     /// A writer reporting Events as `vclink-agent` from `instance`.
     pub fn new(client: Client, catalog: CatalogRx, limiter: RateLimiter, instance: String) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(instance),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
-            recorder,
+            instance,
             catalog,
             limiter,
             overlays: HashMap::new(),
@@ -130,29 +139,58 @@ impl Writer {
             }
         }
         if let Some(ev) = plan.event {
-            let reference = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
-                uid: Some(uid.clone()),
+            // Events are written directly rather than through kube's `Recorder`: that
+            // one caches every Event it published (for series aggregation) and prunes
+            // only on the next publish, so an idle agent would keep them all in memory.
+            // The plan already emits one Event per transition, so there is nothing to
+            // aggregate.
+            let event = Event {
+                metadata: ObjectMeta {
+                    // `<object>.<unique hex>`, as kubectl shows Events; a generateName
+                    // ending in "." is refused by the API server.
+                    name: Some(event_name(&name)),
+                    namespace: Some(namespace.clone()),
+                    ..Default::default()
+                },
+                event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+                type_: Some(if ev.warning { "Warning" } else { "Normal" }.into()),
+                reason: Some(ev.reason.into()),
+                note: Some(truncate(&ev.note, 1000)),
+                action: Some("ImportIntoRancher".into()),
+                reporting_controller: Some(FIELD_MANAGER.into()),
+                reporting_instance: Some(self.instance.clone()),
+                regarding: Some(ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Service".into()),
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    uid: Some(uid.clone()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
-            let event = Event {
-                type_: if ev.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: ev.reason.into(),
-                note: Some(truncate(&ev.note, 1000)),
-                action: "ImportIntoRancher".into(),
-                secondary: None,
-            };
             self.limiter.acquire().await;
-            if let Err(e) = self.recorder.publish(&event, &reference).await {
+            let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+            if let Err(e) = events.create(&PostParams::default(), &event).await {
                 warn!(%namespace, %name, reason = ev.reason, error = %e, "publishing an Event failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_valid_and_unique() {
+        let a = event_name("vc1");
+        let b = event_name("vc1");
+        assert_ne!(a, b);
+        assert!(a.starts_with("vc1.") && a.len() == 4 + 16, "{a}");
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.')
+        );
     }
 }

@@ -1,9 +1,11 @@
-//! The one seam through which an agent's identity is established. Today the only
-//! implementation trusts the claimed cluster id (and says so loudly once); a later
-//! implementation verifies the bearer token with a TokenReview through Rancher's proxy
-//! to the claimed cluster. Nothing else in the hub looks at the bearer token.
+//! The one seam through which an agent's identity is established. The real
+//! implementation (`crate::identity::TokenReviewAuthenticator`) verifies the bearer token
+//! with a TokenReview through Rancher's proxy to the claimed cluster; the
+//! [`TrustClaimedCluster`] here believes the claim and is only an explicit, insecure
+//! opt-in for tests. Nothing else in the hub looks at the bearer token.
 
 use std::sync::Once;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use vclink_proto::Secret;
@@ -13,6 +15,9 @@ use vclink_proto::Secret;
 pub struct AgentIdentity {
     /// The Rancher management cluster id the stream is bound to.
     pub cluster_id: String,
+    /// The token's own expiry as it claims (unverified; used only to schedule the next
+    /// verification). None: unknown or never.
+    pub token_expiry: Option<SystemTime>,
 }
 
 /// Why an agent was not accepted.
@@ -58,6 +63,11 @@ pub trait AgentAuthenticator: Send + Sync {
         bearer: Option<&Secret>,
         claimed_cluster_id: &str,
     ) -> Result<AgentIdentity, AuthError>;
+
+    /// Metrics to register with the hub's, if the implementation has any.
+    fn metrics(&self) -> Option<crate::identity::IdentityMetrics> {
+        None
+    }
 }
 
 /// Accepts the claimed cluster id as is. NOT a security boundary: any client that can
@@ -88,6 +98,7 @@ impl AgentAuthenticator for TrustClaimedCluster {
         });
         Ok(AgentIdentity {
             cluster_id: claimed_cluster_id.to_string(),
+            token_expiry: None,
         })
     }
 }

@@ -3,9 +3,17 @@
 //! only live stream and feeds every further message through the [`SessionState`]
 //! machine into the hub. Refusals close the stream with a gRPC status and are counted
 //! by reason. Outbound messages go through a bounded channel the hub never waits on.
+//!
+//! Identity is not checked once only: the stream's token is verified again every
+//! `reverify_interval` and just after the token's own expiry, and a `Reauth` message
+//! (the kubelet rotated the token) swaps in a new token once it passes verification for
+//! the same cluster. A failed check closes the stream (UNAUTHENTICATED or
+//! PERMISSION_DENIED); an unreachable verifier does not (retried shortly). Each stream
+//! also has a message-rate token bucket (RESOURCE_EXHAUSTED beyond it) on top of the
+//! message size limit (RESOURCE_EXHAUSTED) and decoding (INVALID_ARGUMENT).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,18 +24,46 @@ use vclink_proto::v1::link_server::{Link, LinkServer};
 use vclink_proto::v1::{AgentMessage, Hello, HubMessage, Welcome, agent_message::Msg, hub_message};
 use vclink_proto::{PROTOCOL_VERSION, Secret, limits, validate};
 
-use super::auth::{self, AgentAuthenticator};
+use super::auth::{self, AgentAuthenticator, AuthError};
 use super::session::{Reject, SessionState};
+use crate::identity::tokenreview::Admission;
 use crate::world::{Hub, Outbound};
 
 /// How long a new stream may take to send Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After an unreachable verifier, when to try a stream's check again.
+const REVERIFY_RETRY: Duration = Duration::from_secs(15);
+/// Longest token accepted in a Reauth.
+const MAX_TOKEN_BYTES: usize = crate::identity::jwt::MAX_TOKEN_BYTES;
+
+/// Per-stream limits and identity timing.
+#[derive(Clone, Debug)]
+pub struct EdgeLimits {
+    /// Messages per second one stream may send (sustained); ≤ 0 disables the limit.
+    pub message_rate: f64,
+    /// Burst above `message_rate`.
+    pub message_burst: u32,
+    /// How often a stream's token is verified again.
+    pub reverify_interval: Duration,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            message_rate: 100.0,
+            message_burst: 2000,
+            reverify_interval: Duration::from_secs(300),
+        }
+    }
+}
 
 /// The service.
 pub struct LinkService {
     hub: Arc<Hub>,
     auth: Arc<dyn AgentAuthenticator>,
     shutdown: CancellationToken,
+    limits: EdgeLimits,
 }
 
 impl LinkService {
@@ -41,7 +77,14 @@ impl LinkService {
             hub,
             auth,
             shutdown,
+            limits: EdgeLimits::default(),
         }
+    }
+
+    /// Replaces the per-stream limits.
+    pub fn with_limits(mut self, limits: EdgeLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The tonic server for this service, with the protocol's message size limits.
@@ -79,7 +122,8 @@ impl Link for LinkService {
         let (tx, rx) = mpsc::channel(cap);
         let (hub, authn, shutdown) = (self.hub.clone(), self.auth.clone(), self.shutdown.clone());
         let span = tracing::info_span!("agent", %peer);
-        tokio::spawn(drive(hub, authn, bearer, inbound, tx, shutdown).instrument(span));
+        let limits = self.limits.clone();
+        tokio::spawn(drive(hub, authn, limits, bearer, inbound, tx, shutdown).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -88,6 +132,26 @@ fn refuse(hub: &Hub, tx: &mpsc::Sender<Outbound>, r: Reject) {
     hub.metrics.reject(r.reason);
     tracing::warn!(reason = r.reason, code = ?r.code, message = %r.message, "closing agent stream");
     let _ = tx.try_send(Err(r.to_status()));
+}
+
+/// A failed read of the agent's stream: an oversized or undecodable message is the
+/// agent's fault and is answered and counted; anything else (the agent went away) is not.
+fn inbound_error(hub: &Hub, tx: &mpsc::Sender<Outbound>, e: &Status) -> bool {
+    let r = match e.code() {
+        tonic::Code::OutOfRange => Reject {
+            code: tonic::Code::ResourceExhausted,
+            reason: "oversized",
+            message: format!("message larger than {} bytes", limits::MAX_MESSAGE_BYTES),
+        },
+        tonic::Code::Internal if e.message().contains("decode") => Reject {
+            code: tonic::Code::InvalidArgument,
+            reason: "malformed",
+            message: "the message is not a valid vclink.v1.AgentMessage".into(),
+        },
+        _ => return false,
+    };
+    refuse(hub, tx, r);
+    true
 }
 
 async fn read_hello(
@@ -110,7 +174,11 @@ async fn read_hello(
                 "no Hello within 10 s",
             ),
         ),
-        Ok(Err(e)) => tracing::debug!(error = %e, "stream failed before Hello"),
+        Ok(Err(e)) => {
+            if !inbound_error(hub, tx, &e) {
+                tracing::debug!(error = %e, "stream failed before Hello");
+            }
+        }
         Ok(Ok(None)) => {}
         Ok(Ok(Some(AgentMessage {
             msg: Some(Msg::Hello(h)),
@@ -135,9 +203,81 @@ async fn read_hello(
     None
 }
 
+/// The stream's current credential and when it must be checked next.
+struct Credential {
+    token: Option<Secret>,
+    /// A Reauth token not yet verified because the verifier was unreachable.
+    candidate: Option<Secret>,
+    next_check: tokio::time::Instant,
+}
+
+/// When to verify next: after `interval`, or just after the token's own expiry.
+pub fn next_check(interval: Duration, expiry: Option<SystemTime>) -> Duration {
+    let until_expiry = expiry.map(|e| {
+        e.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            + Duration::from_secs(1)
+    });
+    until_expiry.map_or(interval, |d| d.min(interval))
+}
+
+fn auth_reject(e: &AuthError) -> Reject {
+    Reject {
+        code: e.to_status().code(),
+        reason: e.reason(),
+        message: e.to_string(),
+    }
+}
+
+/// Verifies the stream again (timer) or a Reauth token. Err closes the stream; an
+/// unavailable verifier keeps it and retries soon.
+async fn reverify(
+    authn: &dyn AgentAuthenticator,
+    host: &str,
+    limits: &EdgeLimits,
+    cred: &mut Credential,
+    reauth: Option<Secret>,
+) -> Result<(), Reject> {
+    if let Some(t) = reauth {
+        cred.candidate = Some(t);
+    }
+    let (token, is_candidate) = match (&cred.candidate, &cred.token) {
+        (Some(c), _) => (c.clone(), true),
+        (None, Some(t)) => (t.clone(), false),
+        (None, None) => {
+            // An authenticator that needs no token (trust-claimed): nothing to re-check.
+            cred.next_check = tokio::time::Instant::now() + limits.reverify_interval;
+            return Ok(());
+        }
+    };
+    match authn.authenticate(Some(&token), host).await {
+        Ok(id) if id.cluster_id == host => {
+            if is_candidate {
+                tracing::info!(host, "agent presented a rotated token; stream continues");
+                cred.token = cred.candidate.take();
+            }
+            cred.next_check =
+                tokio::time::Instant::now() + next_check(limits.reverify_interval, id.token_expiry);
+            Ok(())
+        }
+        Ok(_) => Err(Reject {
+            code: tonic::Code::PermissionDenied,
+            reason: "auth_denied",
+            message: "the token belongs to another cluster".into(),
+        }),
+        Err(AuthError::Unavailable(m)) => {
+            tracing::warn!(host, reason = %m, "cannot re-verify the agent now; retrying");
+            cred.next_check = tokio::time::Instant::now() + REVERIFY_RETRY;
+            Ok(())
+        }
+        Err(e) => Err(auth_reject(&e)),
+    }
+}
+
 async fn drive(
     hub: Arc<Hub>,
     authn: Arc<dyn AgentAuthenticator>,
+    limits: EdgeLimits,
     bearer: Option<Secret>,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
@@ -155,8 +295,13 @@ async fn drive(
             return;
         }
     };
-    drop(bearer);
     let host = identity.cluster_id;
+    let mut cred = Credential {
+        token: bearer,
+        candidate: None,
+        next_check: tokio::time::Instant::now()
+            + next_check(limits.reverify_interval, identity.token_expiry),
+    };
     tracing::info!(host = %host, agent_version = %hello.agent_version, instance = %hello.instance,
         protocol = hello.protocol_version, "agent attached");
     let welcome = Welcome {
@@ -177,6 +322,7 @@ async fn drive(
     let stream_id = hub.attach(&host, tx.clone(), cancel.clone());
     let idle = Duration::from_secs(u64::from(hub.cfg.heartbeat_seconds).saturating_mul(3));
     let mut session = SessionState::new(host.clone(), hub.cfg.max_vclusters);
+    let bucket = Admission::new(limits.message_rate, limits.message_burst);
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => {
@@ -184,6 +330,13 @@ async fn drive(
                     "stream closed by the hub (replaced by a newer stream, outbound queue full, or shutdown); reconnect",
                 )));
                 break;
+            }
+            _ = tokio::time::sleep_until(cred.next_check) => {
+                if let Err(r) = reverify(authn.as_ref(), &host, &limits, &mut cred, None).await {
+                    refuse(&hub, &tx, r);
+                    break;
+                }
+                continue;
             }
             r = tokio::time::timeout(idle, inbound.message()) => r,
         };
@@ -198,7 +351,9 @@ async fn drive(
                 break;
             }
             Ok(Err(e)) => {
-                tracing::info!(host = %host, error = %e, "agent stream failed");
+                if !inbound_error(&hub, &tx, &e) {
+                    tracing::info!(host = %host, error = %e, "agent stream failed");
+                }
                 break;
             }
             Ok(Ok(None)) => {
@@ -207,6 +362,37 @@ async fn drive(
             }
             Ok(Ok(Some(m))) => m,
         };
+        if !bucket.try_take(Instant::now()) {
+            let r = Reject {
+                code: tonic::Code::ResourceExhausted,
+                reason: "rate_limited",
+                message: format!(
+                    "more than {} messages per second (burst {})",
+                    limits.message_rate, limits.message_burst
+                ),
+            };
+            refuse(&hub, &tx, r);
+            break;
+        }
+        if let Some(Msg::Reauth(r)) = msg.msg {
+            let result = if r.token.is_empty() || r.token.len() > MAX_TOKEN_BYTES {
+                Err(Reject {
+                    code: tonic::Code::InvalidArgument,
+                    reason: "invalid",
+                    message: format!(
+                        "invalid reauth.token: empty or longer than {MAX_TOKEN_BYTES} bytes"
+                    ),
+                })
+            } else {
+                let token = Secret::new(r.token);
+                reverify(authn.as_ref(), &host, &limits, &mut cred, Some(token)).await
+            };
+            if let Err(r) = result {
+                refuse(&hub, &tx, r);
+                break;
+            }
+            continue;
+        }
         let result = session.handle(msg).and_then(|eff| match eff {
             Some(e) => hub.apply(&host, stream_id, e),
             None => Ok(()),

@@ -98,7 +98,9 @@ impl SessionState {
     /// message kind from a newer agent that this hub does not know and ignores).
     pub fn handle(&mut self, msg: AgentMessage) -> Result<Option<Effect>, Reject> {
         match msg.msg {
-            None | Some(Msg::Heartbeat(_)) => Ok(None),
+            // Reauth is verified by the service (it needs the authenticator, which is
+            // async I/O); it never reaches this pure state machine with an effect.
+            None | Some(Msg::Heartbeat(_)) | Some(Msg::Reauth(_)) => Ok(None),
             Some(Msg::Hello(_)) => Err(Reject::new(
                 Code::InvalidArgument,
                 "duplicate_hello",

@@ -2,6 +2,7 @@
 //! read as `DynamicObject`s and immediately reduced to the small structs of
 //! [`crate::index`] (`parse_*`, pure and tested); objects are never stored whole.
 
+pub mod credential;
 pub mod watch;
 pub mod write;
 
@@ -124,6 +125,7 @@ pub fn parse_prov(o: &DynamicObject) -> ProvCluster {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         deleting: o.metadata.deletion_timestamp.is_some(),
+        project: label(o, vclink_proto::keys::LABEL_PROJECT).map(Into::into),
     }
 }
 

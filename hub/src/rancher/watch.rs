@@ -1,4 +1,4 @@
-//! The five watches of the hub — one per kind, narrowed by label or field selectors —
+//! The six watches of the hub — one per kind, narrowed by label or field selectors —
 //! feeding the index. Each event is reduced to a small struct at once, applied to the
 //! index, and the affected vCluster keys go to the reconcile queue immediately: the path
 //! from "Rancher wrote the token" to "Register sent" has no timer in it. A (re)list is
@@ -22,8 +22,8 @@ use vclink_proto::Secret;
 use vclink_proto::keys::{LABEL_MANAGED_BY, MANAGED_BY_VALUE};
 
 use super::{
-    crt_resource, mgmt_resource, parse_crt, parse_mgmt, parse_prov, parse_setting, prov_resource,
-    setting_resource,
+    LOFT_SERVICE_UID, crt_resource, loft_key, mgmt_resource, parse_crt, parse_mgmt, parse_prov,
+    parse_setting, prov_resource, setting_resource,
 };
 use crate::index::{TOKEN_SECRET_NAME, VcKey};
 use crate::world::Hub;
@@ -58,7 +58,7 @@ pub fn spawn_all(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let ws = hub.cfg.workspace.clone();
     let gate = Arc::new(ReadyGate {
-        remaining: AtomicUsize::new(5),
+        remaining: AtomicUsize::new(6),
         hub: hub.clone(),
     });
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
@@ -84,6 +84,31 @@ pub fn spawn_all(
         gate.clone(),
         shutdown.clone(),
         "provisioning clusters",
+    ));
+
+    // Provisioning clusters the vcluster-rancher-operator created and nobody adopted
+    // yet (its labels, not ours): adopted instead of duplicated when their vCluster is
+    // reported. A cluster being deleted is no candidate.
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ws, &prov_resource());
+    let h = hub.clone();
+    tasks.push(spawn(
+        api,
+        watcher::Config::default().labels(&format!("{LOFT_SERVICE_UID},!{LABEL_MANAGED_BY}")),
+        |o| {
+            let key = loft_key(o).filter(|_| o.metadata.deletion_timestamp.is_none());
+            Some((o.name_any(), key))
+        },
+        move |op| {
+            let mut w = h.world();
+            match op {
+                Op::Apply((name, key)) => w.index.apply_legacy(&name, key),
+                Op::Delete((name, _)) => w.index.apply_legacy(&name, None),
+                Op::Replace(all) => w.index.replace_legacy(all),
+            }
+        },
+        gate.clone(),
+        shutdown.clone(),
+        "clusters of the vcluster-rancher-operator",
     ));
 
     // Management clusters: labels were copied from our provisioning clusters.

@@ -3,19 +3,14 @@
 //! verb. Reads of what was written go straight into the index, so the next decision
 //! sees the object even before its watch event arrives.
 
-use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
-};
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 use vclink_proto::keys::*;
 use vclink_proto::names::{cluster_name, requested_name};
 use vclink_proto::v1::VCluster;
 
-use super::{
-    LOFT_HOST_CLUSTER, LOFT_SERVICE_UID, key_from_labels, loft_key, mgmt_resource, parse_prov,
-    prov_resource,
-};
+use super::{key_from_labels, mgmt_resource, parse_prov, prov_resource};
 use crate::decide::DeleteReason;
 use crate::index::{NameUse, VcKey};
 use crate::ratelimit::RateLimiter;
@@ -200,27 +195,11 @@ async fn ensure_cluster_impl(
 /// (and on its management cluster, which is the source of truth for labels after
 /// creation). Returns whether one was adopted.
 async fn adopt(hub: &Hub, r: &Rancher, key: &VcKey, vc: &VCluster) -> Result<bool, ReconcileError> {
-    let sel = format!(
-        "{LOFT_SERVICE_UID}={},{LOFT_HOST_CLUSTER}={}",
-        key.uid, key.host
-    );
-    r.call(hub, "list").await;
-    let list = r
-        .prov
-        .list(&ListParams::default().labels(&sel))
-        .await
-        .map_err(|source| ReconcileError::Api {
-            what: "looking for a cluster of the vcluster-rancher-operator".into(),
-            source,
-        })?;
-    let Some(found) = list
-        .items
-        .into_iter()
-        .find(|o| o.metadata.deletion_timestamp.is_none() && loft_key(o).as_ref() == Some(key))
-    else {
+    // The operator's clusters are watched (one narrow watch, see `watch.rs`), so the
+    // common case — no such cluster — costs no request.
+    let Some(name) = hub.world().index.legacy_cluster(key).map(str::to_string) else {
         return Ok(false);
     };
-    let name = found.name_any();
     let patch = json!({ "metadata": { "labels": our_labels(key, vc) } });
     r.call(hub, "patch").await;
     let patched = r

@@ -4,9 +4,19 @@
 # the charts and the agent's Job use exists in that build and answers --help (the agent
 # also for `run` and `register`), and reports the binaries' sizes in
 # target/bench/binary-size.txt.
+#
+# Usage: tests/charts/scripts/check-image.sh [--no-build]
+#   The release build (opt-level z, fat LTO, one codegen unit) takes several minutes on
+#   two cores the first time; cargo rebuilds only what changed afterwards. --no-build
+#   checks the release binaries already in target/release (seconds).
+#   Also run by: cargo test -p vclink-chart-tests --test image -- --ignored
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-cargo build --release --locked --bins -p vclink-hub -p vclink-agent
+if [[ "${1:-}" != "--no-build" ]]; then
+  cargo build --release --locked --bins -p vclink-hub -p vclink-agent
+fi
+grep -q 'ENTRYPOINT \["/usr/local/bin/vclink-hub"\]' Dockerfile \
+  || { echo "Dockerfile ENTRYPOINT is not /usr/local/bin/vclink-hub" >&2; exit 1; }
 mkdir -p target/bench
 out=target/bench/binary-size.txt
 : > "$out.tmp"

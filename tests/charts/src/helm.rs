@@ -160,7 +160,7 @@ pub fn python() -> Result<PathBuf> {
 /// Lints and renders one case with extra values files appended after the case's own.
 pub fn render_with(case: &Case, extra_values: &[PathBuf]) -> Result<Rendered> {
     let py = python()?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/render.py");
+    let script = crate::repo_root().join("tests/charts/scripts/render.py");
     let mut cmd = Command::new(py);
     cmd.arg(script)
         .arg(case.chart_dir())

@@ -15,13 +15,24 @@ pub use objects::{Object, rbac_objects};
 
 use std::path::PathBuf;
 
-/// Root of the repository (this crate lives in `tests/charts`).
+/// Root of the repository (this crate lives in `tests/charts`). `cargo test` sets
+/// CARGO_MANIFEST_DIR at run time to the running test's crate (this one, or
+/// `tests/harness`: both two levels down); the compile-time path is the fallback, so a
+/// build artefact carried over from another checkout does not render stale charts.
 pub fn repo_root() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent()
-        .and_then(|p| p.parent())
-        .map(PathBuf::from)
-        .unwrap_or(here)
+    let root_of = |here: PathBuf| {
+        here.parent()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+            .unwrap_or(here)
+    };
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        let root = root_of(PathBuf::from(dir));
+        if root.join("charts/hub/Chart.yaml").is_file() {
+            return root;
+        }
+    }
+    root_of(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Errors of rendering and snapshot handling.

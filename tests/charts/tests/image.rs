@@ -1,7 +1,7 @@
 //! The one image: the Dockerfile builds the binaries the charts and the registration Job
 //! run, under the paths they use, as non-root 65532. No Docker engine runs here, so this
 //! reads the Dockerfile; `scripts/check-image.sh` builds the release binaries and runs
-//! them. When release binaries are present, this test also checks they answer --help.
+//! them (an ignored test here runs it).
 
 use std::process::Command;
 
@@ -58,31 +58,42 @@ fn the_dockerfile_builds_and_ships_what_the_charts_run() {
     }
 }
 
+/// Runs `scripts/check-image.sh`: the release build the Dockerfile makes, every
+/// `/usr/local/bin` path it names answering `--help`, and the sizes in
+/// `target/bench/binary-size.txt`. Ignored by default because the fat-LTO release build
+/// takes minutes; `VCLINK_CHECK_IMAGE_NO_BUILD=1` checks an existing release build only.
 #[test]
-fn release_binaries_answer_help_when_built() {
-    let dir = repo_root().join("target/release");
-    let hub = dir.join("vclink-hub");
-    let agent = dir.join("vclink-agent");
-    if !hub.exists() || !agent.exists() {
-        eprintln!(
-            "no release build in {}: run tests/charts/scripts/check-image.sh",
-            dir.display()
-        );
-        return;
+#[ignore = "release build (minutes): cargo test -p vclink-chart-tests --test image -- --ignored"]
+fn check_image_script_passes_and_reports_sizes() {
+    let root = repo_root();
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("tests/charts/scripts/check-image.sh"));
+    if std::env::var("VCLINK_CHECK_IMAGE_NO_BUILD").is_ok_and(|v| v == "1") {
+        cmd.arg("--no-build");
     }
-    for args in [
-        vec![hub.clone(), "--help".into()],
-        vec![agent.clone(), "run".into(), "--help".into()],
-        vec![agent.clone(), "register".into(), "--help".into()],
-    ] {
-        let out = Command::new(&args[0])
-            .args(&args[1..])
-            .output()
-            .expect("run");
-        let text = String::from_utf8_lossy(&out.stdout);
+    let out = cmd.output().expect("run check-image.sh");
+    assert!(
+        out.status.success(),
+        "check-image.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sizes = std::fs::read_to_string(root.join("target/bench/binary-size.txt"))
+        .expect("binary-size.txt");
+    for bin in ["vclink-hub", "vclink-agent"] {
+        let line = sizes
+            .lines()
+            .find(|l| l.starts_with(bin))
+            .unwrap_or_else(|| panic!("no size for {bin}: {sizes}"));
+        let bytes: u64 = line
+            .split('\t')
+            .nth(1)
+            .and_then(|b| b.strip_suffix(" bytes"))
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable line {line:?}"));
         assert!(
-            out.status.success() && text.contains("Usage:"),
-            "{args:?} --help: {text}"
+            bytes > 1_000_000,
+            "{bin} is {bytes} bytes: not a real build"
         );
     }
 }

@@ -516,3 +516,97 @@ fn the_fleet_bundle_targets_opted_in_clusters_and_templates_the_cluster_id() {
         Some("c-m-ab12cd34")
     );
 }
+
+/// `env = "VCLINK_…"` names declared by clap in a binary's config module.
+fn declared_env(config_rs: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(vclink_chart_tests::repo_root().join(config_rs))
+        .expect("config source");
+    text.split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every environment variable a chart sets must be one its binary reads (a name the
+/// binary does not declare is silently ignored, which is how settings get lost).
+fn assert_env_is_read(case: &str, deployment: &str, config_rs: &str) {
+    let declared = declared_env(config_rs);
+    assert!(declared.len() > 5, "parsed {declared:?} from {config_rs}");
+    let objs = rendered(case);
+    let pod = pod_spec(find(&objs, "Deployment", deployment));
+    for e in pod["containers"][0]["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default();
+        assert!(
+            name == "RUST_LOG" || declared.contains(name),
+            "{case}: {deployment} sets {name}, which {config_rs} does not declare"
+        );
+    }
+}
+
+#[test]
+fn the_charts_set_only_environment_variables_the_binaries_read() {
+    for case in ["hub-default", "hub-custom-registry", "hub-monitoring"] {
+        assert_env_is_read(case, "vclink-hub", "hub/src/config.rs");
+    }
+    for case in ["agent-default", "agent-custom-registry"] {
+        assert_env_is_read(case, "vclink-agent", "agent/src/config.rs");
+    }
+}
+
+#[test]
+fn the_agent_default_job_image_is_the_chart_image() {
+    let src = std::fs::read_to_string(vclink_chart_tests::repo_root().join("agent/src/config.rs"))
+        .expect("agent config");
+    let objs = rendered("agent-default");
+    let pod = pod_spec(find(&objs, "Deployment", "vclink-agent"));
+    let image = pod["containers"][0]["image"].as_str().unwrap_or_default();
+    let repo = image.rsplit_once(':').map(|(r, _)| r).unwrap_or(image);
+    assert_eq!(repo, "ghcr.io/vclink/vclink");
+    assert!(
+        src.contains(&format!(
+            "concat!(\"{repo}:\", env!(\"CARGO_PKG_VERSION\"))"
+        )),
+        "agent/src/config.rs DEFAULT_JOB_IMAGE must be {repo}:<version>"
+    );
+}
+
+#[test]
+fn the_hub_gets_token_rights_only_when_it_manages_its_own_tokens() {
+    let default = rendered("hub-default");
+    let cr = find(&default, "ClusterRole", "vclink-hub");
+    assert!(
+        grants(cr, "management.cattle.io", "tokens").is_empty(),
+        "tokenFile mode: no rights on Rancher Tokens"
+    );
+    let pod = pod_spec(find(&default, "Deployment", "vclink-hub"));
+    assert_eq!(
+        env(pod, "VCLINK_RANCHER_TOKEN_FILE"),
+        Some("/etc/vclink/rancher/token")
+    );
+    assert_eq!(env(pod, "VCLINK_AGENT_AUTH"), Some("tokenreview"));
+    assert_eq!(
+        env(pod, "VCLINK_AGENT_SERVICE_ACCOUNT"),
+        Some("vclink-system/vclink-agent")
+    );
+    assert_eq!(env(pod, "VCLINK_RANCHER_USER"), None);
+    let managed = rendered("hub-monitoring");
+    let cr = find(&managed, "ClusterRole", "vclink-hub");
+    let tokens = grants(cr, "management.cattle.io", "tokens");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        tokens[0].0,
+        BTreeSet::from(["create".to_string(), "delete".to_string()])
+    );
+    let users = grants(cr, "management.cattle.io", "users");
+    assert_eq!(
+        users,
+        vec![(
+            BTreeSet::from(["get".to_string()]),
+            BTreeSet::from(["vclink-hub".to_string()])
+        )]
+    );
+    let pod = pod_spec(find(&managed, "Deployment", "vclink-hub"));
+    assert_eq!(env(pod, "VCLINK_RANCHER_USER"), Some("vclink-hub"));
+    assert_eq!(env(pod, "VCLINK_RANCHER_TOKEN_FILE"), None);
+}

@@ -82,6 +82,7 @@ pub struct E2eEnv {
     /// Rancher's local cluster.
     pub local: Cluster,
     agent_opts: AgentOptions,
+    hub_opts: HubOptions,
 }
 
 impl E2eEnv {
@@ -138,7 +139,21 @@ impl E2eEnv {
 
         let mut hub_opts = opts.hub.clone();
         hub_opts.removal_grace = hub_opts.removal_grace.or(Some(opts.removal_grace));
-        let hub = HubProcess::start(&local, hub_opts)
+        // Agents are verified for real: TokenReviews through the simulator's cluster proxy
+        // with the hub's own Rancher user, unless the test picked an --agent-auth.
+        let chooses_auth = hub_opts
+            .extra_args
+            .iter()
+            .any(|f| f.starts_with("--agent-auth"));
+        if hub_opts.rancher.is_none() && !chooses_auth {
+            let clusters: Vec<&Cluster> = downstreams.iter().map(|d| &d.cluster).collect();
+            hub_opts.rancher = Some(
+                hub_rancher_auth(&local, &sim, &clusters)
+                    .await
+                    .context("setting up the hub's Rancher user")?,
+            );
+        }
+        let hub = HubProcess::start(&local, hub_opts.clone())
             .await
             .context("starting vclink-hub")?;
         let mut env = E2eEnv {
@@ -148,6 +163,7 @@ impl E2eEnv {
             sim,
             local,
             agent_opts: opts.agent.clone(),
+            hub_opts,
         };
         if opts.start_agents {
             for i in 0..env.downstreams.len() {
@@ -170,6 +186,12 @@ impl E2eEnv {
         .with_context(|| format!("starting the agent of {}", d.name))?;
         d.agent = Some(agent);
         Ok(())
+    }
+
+    /// The options the hub was started with, including the Rancher authentication the
+    /// environment set up (a test restarting the hub with other flags starts from these).
+    pub fn hub_options(&self) -> HubOptions {
+        self.hub_opts.clone()
     }
 
     /// The first downstream (there is always at least one).
@@ -285,4 +307,75 @@ pub fn management_cluster() -> ApiResource {
         &GroupVersionKind::gvk("management.cattle.io", "v3", "Cluster"),
         "clusters",
     )
+}
+
+/// Name of the hub's Rancher User in tests (the hub chart's default `userName`).
+pub const HUB_RANCHER_USER: &str = "vclink-hub";
+
+/// What a real install does for the hub's Rancher identity (charts/hub
+/// rancher-credential.yaml): a User with no password, and in every downstream cluster
+/// the RBAC Rancher derives from the GlobalRole's inherited TokenReview RoleTemplate —
+/// `create tokenreviews`, nothing else. (The simulator has CRDs only for GlobalRoles, so
+/// the downstream ClusterRole and binding are applied here.) Returns the hub's
+/// [`RancherAuth`] with a self-issued, rotated token.
+pub async fn hub_rancher_auth(
+    local: &Cluster,
+    sim: &RancherSim,
+    downstreams: &[&Cluster],
+) -> anyhow::Result<procs::RancherAuth> {
+    let users: Api<DynamicObject> = Api::all_with(
+        local.client().await?,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("management.cattle.io", "v3", "User"),
+            "users",
+        ),
+    );
+    let user: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "management.cattle.io/v3", "kind": "User",
+        "metadata": {"name": HUB_RANCHER_USER},
+        "displayName": "vclink hub", "principalIds": [format!("local://{HUB_RANCHER_USER}")]}))?;
+    users
+        .patch(
+            HUB_RANCHER_USER,
+            &kube::api::PatchParams::apply("vclink-harness").force(),
+            &kube::api::Patch::Apply(&user),
+        )
+        .await
+        .context("creating the hub's Rancher User")?;
+    for c in downstreams {
+        grant_tokenreview(c, HUB_RANCHER_USER).await?;
+    }
+    Ok(procs::RancherAuth {
+        url: sim.server_url(),
+        ca_pem: sim.ca_pem(),
+        credential: procs::RancherCredential::User(HUB_RANCHER_USER.to_owned()),
+        token_ttl: None,
+        agent_service_account: None,
+    })
+}
+
+/// Lets Rancher user `user` (as the cluster proxy impersonates it) create TokenReviews
+/// in `cluster`, and nothing else.
+pub async fn grant_tokenreview(cluster: &Cluster, user: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let client = cluster.client().await?;
+    let pp = kube::api::PatchParams::apply("vclink-harness").force();
+    let name = "vclink-hub-tokenreview";
+    let role = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}]});
+    Api::<ClusterRole>::all(client.clone())
+        .patch(name, &pp, &kube::api::Patch::Apply(&role))
+        .await
+        .context("applying the TokenReview ClusterRole")?;
+    let binding_name = format!("{name}-{user}");
+    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": binding_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+    Api::<ClusterRoleBinding>::all(client)
+        .patch(&binding_name, &pp, &kube::api::Patch::Apply(&binding))
+        .await
+        .context("binding the TokenReview ClusterRole")?;
+    Ok(())
 }

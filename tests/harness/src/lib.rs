@@ -19,7 +19,9 @@ pub mod vcluster;
 
 pub use env::{Downstream, E2eEnv, E2eOptions};
 pub use jobrunner::{JobRunner, RunOutcome, RunRecord, RunnerConfig};
-pub use procs::{AgentOptions, AgentProcess, HubOptions, HubProcess};
+pub use procs::{
+    AgentOptions, AgentProcess, HubOptions, HubProcess, RancherAuth, RancherCredential,
+};
 pub use servicemap::ServiceMap;
-pub use util::{WaitTimeout, free_port, http_get, wait_for};
+pub use util::{NoLongerHolds, WaitTimeout, free_port, holds_for, http_get, wait_for};
 pub use vcluster::{Flavour, SimVCluster, VClusterSpec};

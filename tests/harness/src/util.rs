@@ -98,6 +98,59 @@ where
     }
 }
 
+/// A condition that stopped holding while [`holds_for`] watched it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} stopped holding after {after:?}{}", detail.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+pub struct NoLongerHolds {
+    /// What was expected to keep holding, as given by the caller.
+    pub what: String,
+    /// How long it held.
+    pub after: Duration,
+    /// The error the condition returned, if it failed with one.
+    pub detail: Option<String>,
+}
+
+/// The opposite of [`wait_for`]: checks every [`POLL_INTERVAL`] that `condition` keeps
+/// holding for all of `period` (e.g. "the Rancher cluster still exists while the agent is
+/// away"). A condition that returns "not yet" or an error fails at once. This is how a
+/// test asserts that something does *not* happen within a time that matters (a grace
+/// period), rather than sleeping and checking once.
+pub async fn holds_for<F, Fut, C>(
+    what: &str,
+    period: Duration,
+    mut condition: F,
+) -> Result<(), NoLongerHolds>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = C>,
+    C: Check,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        match condition().await.into_check() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(NoLongerHolds {
+                    what: what.to_owned(),
+                    after: start.elapsed(),
+                    detail: None,
+                });
+            }
+            Err(e) => {
+                return Err(NoLongerHolds {
+                    what: what.to_owned(),
+                    after: start.elapsed(),
+                    detail: Some(e),
+                });
+            }
+        }
+        if start.elapsed() >= period {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -179,6 +232,23 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("the moon"), "{msg}");
         assert!(msg.contains("no moon"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn holds_for_fails_as_soon_as_the_condition_breaks() {
+        holds_for("always", Duration::from_millis(250), || async { true })
+            .await
+            .expect("holds");
+        let mut n = 0;
+        let err = holds_for("n below 3", Duration::from_secs(5), || {
+            n += 1;
+            let now = n;
+            async move { now < 3 }
+        })
+        .await
+        .expect_err("breaks on the third check");
+        assert!(err.after < Duration::from_secs(2), "{err}");
+        assert!(err.to_string().contains("n below 3"), "{err}");
     }
 
     #[test]

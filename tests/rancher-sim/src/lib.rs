@@ -161,6 +161,25 @@ impl RancherSim {
         self.shared.server_url.clone()
     }
 
+    /// The registration tokens the simulator honours now, each with the credentials that
+    /// embed it: `(token, manifest URL, management cluster id)`. For secrets-hygiene tests,
+    /// which search everything vclink wrote for them.
+    pub fn registration_credentials(&self) -> Vec<(String, String, String)> {
+        let tokens = self
+            .shared
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        tokens
+            .into_iter()
+            .map(|(t, cid)| {
+                let url = format!("{}/v3/import/{t}_{cid}.yaml", self.shared.server_url);
+                (t, url, cid)
+            })
+            .collect()
+    }
+
     /// Rancher's CA PEM (also in Setting `cacerts`).
     pub fn ca_pem(&self) -> String {
         self.shared.ca_pem.clone()

@@ -1,7 +1,8 @@
 //! `vclink-agent run` as a real process in a downstream (host) cluster: the
 //! ServiceAccount whose token it presents to the hub (minted with TokenRequest for the
 //! `vclink-hub` audience, as the projected volume in a real install would be), a
-//! kubeconfig for the identity the test chooses (admin by default) and the agent's flags.
+//! kubeconfig for that same ServiceAccount under exactly the agent chart's RBAC (default;
+//! see [`super::rbac`]) or for an identity the test chooses, and the agent's flags.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,13 +26,16 @@ pub const AGENT_SERVICE_ACCOUNT: &str = "vclink-agent";
 /// Audience of the agent's token.
 pub const TOKEN_AUDIENCE: &str = "vclink-hub";
 /// Default Job image: contains "vclink" so the [`crate::JobRunner`] runs its Jobs.
-pub const DEFAULT_JOB_IMAGE: &str = "ghcr.io/vclink/vclink-agent:test";
+pub const DEFAULT_JOB_IMAGE: &str = "ghcr.io/vclink/vclink:test";
 
 /// How to start an agent.
 #[derive(Clone, Default)]
 pub struct AgentOptions {
-    /// Identity of the agent's kubeconfig in the host cluster (default: admin).
+    /// Identity of the agent's kubeconfig in the host cluster. Default: a token of the
+    /// agent chart's ServiceAccount, with the chart's rendered RBAC applied.
     pub identity: Option<ClientIdentity>,
+    /// Run as the host cluster's admin instead of under the chart's RBAC (`identity` wins).
+    pub admin: bool,
     /// `--job-image` (default [`DEFAULT_JOB_IMAGE`]).
     pub job_image: Option<String>,
     /// Token audience (default [`TOKEN_AUDIENCE`]); a test of a wrong audience sets it.
@@ -49,6 +53,8 @@ pub struct AgentProcess {
     proc: ManagedProcess,
     cluster_id: String,
     token_file: PathBuf,
+    hub_token: vclink_proto::Secret,
+    kube_token: Option<vclink_proto::Secret>,
     metrics: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -75,12 +81,21 @@ impl AgentProcess {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, token.expose())?;
 
-        let identity = opts
-            .identity
-            .clone()
-            .unwrap_or_else(|| host.admin_identity().clone());
         let kubeconfig = dir.path().join("kubeconfig");
-        host.write_kubeconfig(&identity, &kubeconfig)?;
+        let kube_token = if opts.identity.is_none() && !opts.admin {
+            Some(
+                super::rbac::agent_identity(host, &kubeconfig)
+                    .await
+                    .context("running the agent under the agent chart's RBAC")?,
+            )
+        } else {
+            let identity = opts
+                .identity
+                .clone()
+                .unwrap_or_else(|| host.admin_identity().clone());
+            host.write_kubeconfig(&identity, &kubeconfig)?;
+            None
+        };
 
         let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let args = agent_args(
@@ -111,6 +126,8 @@ impl AgentProcess {
             proc,
             cluster_id: cluster_id.to_owned(),
             token_file,
+            hub_token: token,
+            kube_token,
             metrics,
             _dir: dir,
         })
@@ -124,6 +141,17 @@ impl AgentProcess {
     /// The token file the agent reads (a test may overwrite it to rotate or break it).
     pub fn token_file(&self) -> &Path {
         &self.token_file
+    }
+
+    /// The token the agent presents to the hub (as first written to the token file).
+    pub fn hub_token(&self) -> &vclink_proto::Secret {
+        &self.hub_token
+    }
+
+    /// The ServiceAccount token the agent uses in its own cluster, when it runs under the
+    /// chart's RBAC (the default).
+    pub fn kube_token(&self) -> Option<&vclink_proto::Secret> {
+        self.kube_token.as_ref()
     }
 
     /// The agent's `--metrics-addr`.

@@ -1,5 +1,6 @@
-//! `vclink-hub` as a real process against a local (Rancher) cluster: a kubeconfig for an
-//! identity the test chooses (admin by default), a serving certificate for
+//! `vclink-hub` as a real process against a local (Rancher) cluster: a kubeconfig for the
+//! hub chart's ServiceAccount under exactly the chart's RBAC (default; see [`super::rbac`]),
+//! or for an identity the test chooses, or admin; a serving certificate for
 //! 127.0.0.1/localhost from a test CA the agents are told to trust, free loopback ports
 //! for gRPC and metrics, and readiness judged by the hub's own `/readyz`.
 
@@ -10,15 +11,19 @@ use std::time::Duration;
 use anyhow::Context;
 use vclink_envtest::{CertificateAuthority, ClientIdentity, Cluster};
 
-use super::{LogBuffer, ManagedProcess, binary};
+use super::{LogBuffer, ManagedProcess, binary, rbac};
 use crate::util::{free_port, http_get, wait_for};
 
 /// How to start the hub. Unset options use the hub's own defaults.
 #[derive(Clone, Default)]
 pub struct HubOptions {
-    /// Identity of the hub's kubeconfig in the local cluster (default: admin). An RBAC
-    /// test passes a restricted one from `Cluster::issue_identity`.
+    /// Identity of the hub's kubeconfig in the local cluster. Default: a token of the hub
+    /// chart's ServiceAccount, with the chart's rendered RBAC applied. An RBAC test may
+    /// pass a restricted one from `Cluster::issue_identity`.
     pub identity: Option<ClientIdentity>,
+    /// Run as the local cluster's admin instead of under the chart's RBAC (only for tests
+    /// that need what no install grants; `identity` wins over this).
+    pub admin: bool,
     /// `--fleet-workspace`.
     pub fleet_workspace: Option<String>,
     /// `--removal-grace`.
@@ -35,6 +40,34 @@ pub struct HubOptions {
     pub extra_env: Vec<(String, String)>,
     /// How long to wait for `/readyz` (default 30 s).
     pub ready_timeout: Option<Duration>,
+    /// Verify agents with TokenReviews through this Rancher (`--agent-auth=tokenreview`).
+    /// None: the hub runs with the insecure `--agent-auth=trust-claimed` (unless
+    /// `extra_args` chooses an `--agent-auth` itself). [`crate::E2eEnv`] fills it in.
+    pub rancher: Option<RancherAuth>,
+}
+
+/// How the hub reaches Rancher's cluster proxy to verify agents.
+#[derive(Clone, Debug)]
+pub struct RancherAuth {
+    /// `--rancher-url`.
+    pub url: String,
+    /// Rancher's CA (written to the file `--rancher-ca-file` names).
+    pub ca_pem: String,
+    /// The hub's credential.
+    pub credential: RancherCredential,
+    /// `--rancher-token-ttl` (with [`RancherCredential::User`]).
+    pub token_ttl: Option<Duration>,
+    /// `--agent-service-account` (default: the hub's).
+    pub agent_service_account: Option<String>,
+}
+
+/// The hub's Rancher credential.
+#[derive(Clone, Debug)]
+pub enum RancherCredential {
+    /// `--rancher-user`: the hub issues and rotates its own Tokens for this User.
+    User(String),
+    /// `--rancher-token-file` holding this `<name>:<secret>`.
+    TokenFile(vclink_proto::Secret),
 }
 
 /// A running hub.
@@ -45,6 +78,7 @@ pub struct HubProcess {
     ca_pem: String,
     ca_file: PathBuf,
     kubeconfig: PathBuf,
+    kube_token: Option<vclink_proto::Secret>,
     ready_timeout: Duration,
     _dir: tempfile::TempDir,
 }
@@ -56,12 +90,28 @@ impl HubProcess {
         let dir = tempfile::Builder::new().prefix("vclink-hub-").tempdir()?;
         let p = |n: &str| dir.path().join(n);
 
-        let identity = opts
-            .identity
-            .clone()
-            .unwrap_or_else(|| local.admin_identity().clone());
         let kubeconfig = p("kubeconfig");
-        local.write_kubeconfig(&identity, &kubeconfig)?;
+        let chart_rbac = opts.identity.is_none() && !opts.admin;
+        let kube_token = if chart_rbac {
+            let ws = opts.fleet_workspace.as_deref().unwrap_or("fleet-default");
+            // The chart's credential mode follows how the hub is started.
+            let managed_user = match opts.rancher.as_ref().map(|r| &r.credential) {
+                Some(RancherCredential::User(u)) => Some(u.as_str()),
+                _ => None,
+            };
+            Some(
+                rbac::hub_identity(local, ws, managed_user, &kubeconfig)
+                    .await
+                    .context("running the hub under the hub chart's RBAC")?,
+            )
+        } else {
+            let identity = opts
+                .identity
+                .clone()
+                .unwrap_or_else(|| local.admin_identity().clone());
+            local.write_kubeconfig(&identity, &kubeconfig)?;
+            None
+        };
 
         let ca = CertificateAuthority::new("vclink-test-hub-ca")?;
         let serving = ca.issue_server(&["127.0.0.1".to_owned(), "localhost".to_owned()])?;
@@ -72,7 +122,36 @@ impl HubProcess {
 
         let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let args = hub_args(&opts, grpc, metrics, &cert_file, &key_file);
+        let mut args = hub_args(&opts, grpc, metrics, &cert_file, &key_file);
+        if let Some(r) = &opts.rancher {
+            let ca = p("rancher-ca.crt");
+            std::fs::write(&ca, &r.ca_pem)?;
+            let token_file = p("rancher-token");
+            if let RancherCredential::TokenFile(t) = &r.credential {
+                std::fs::write(&token_file, t.expose())?;
+            }
+            let at = args.len() - opts.extra_args.len();
+            args.splice(at..at, rancher_args(r, &ca, &token_file));
+        }
+        if chart_rbac {
+            // What the chart's Deployment sets (VCLINK_OWNER_GRANT_*), before the test's
+            // own extra flags so a test can still override them.
+            let at = args.len() - opts.extra_args.len();
+            args.splice(
+                at..at,
+                [
+                    format!(
+                        "--owner-grant-cluster-role={}",
+                        rbac::HUB_GRANT_CLUSTER_ROLE
+                    ),
+                    format!(
+                        "--owner-grant-service-account={}/{}",
+                        rbac::RELEASE_NAMESPACE,
+                        rbac::HUB_SERVICE_ACCOUNT
+                    ),
+                ],
+            );
+        }
         let mut env = vec![(
             "KUBECONFIG".to_owned(),
             kubeconfig.to_string_lossy().into_owned(),
@@ -90,6 +169,7 @@ impl HubProcess {
             ca_pem: ca.cert_pem().to_owned(),
             ca_file,
             kubeconfig,
+            kube_token,
             ready_timeout: opts.ready_timeout.unwrap_or(Duration::from_secs(30)),
             _dir: dir,
         };
@@ -169,6 +249,17 @@ impl HubProcess {
         &self.kubeconfig
     }
 
+    /// The ServiceAccount token the hub uses in the local cluster, when it runs under the
+    /// chart's RBAC (the default); a secrets-hygiene test searches for it.
+    pub fn kube_token(&self) -> Option<&vclink_proto::Secret> {
+        self.kube_token.as_ref()
+    }
+
+    /// True when the hub runs as the hub chart's ServiceAccount under its rendered RBAC.
+    pub fn uses_chart_rbac(&self) -> bool {
+        self.kube_token.is_some()
+    }
+
     /// Captured output lines.
     pub fn logs(&self) -> Vec<String> {
         self.proc.logs()
@@ -238,7 +329,37 @@ pub fn hub_args(
     if let Some(h) = opts.heartbeat_seconds {
         a.push(format!("--heartbeat-seconds={h}"));
     }
+    let chooses_auth = opts
+        .extra_args
+        .iter()
+        .any(|f| f.starts_with("--agent-auth"));
+    if opts.rancher.is_none() && !chooses_auth {
+        a.push("--agent-auth=trust-claimed".into());
+    }
     a.extend(opts.extra_args.iter().cloned());
+    a
+}
+
+/// The hub's flags for TokenReview authentication through Rancher (credentials go in
+/// files, never on the command line).
+pub fn rancher_args(r: &RancherAuth, ca_file: &Path, token_file: &Path) -> Vec<String> {
+    let mut a = vec![
+        "--agent-auth=tokenreview".to_owned(),
+        format!("--rancher-url={}", r.url),
+        format!("--rancher-ca-file={}", ca_file.display()),
+    ];
+    match &r.credential {
+        RancherCredential::User(u) => a.push(format!("--rancher-user={u}")),
+        RancherCredential::TokenFile(_) => {
+            a.push(format!("--rancher-token-file={}", token_file.display()))
+        }
+    }
+    if let Some(t) = r.token_ttl {
+        a.push(format!("--rancher-token-ttl={}ms", t.as_millis()));
+    }
+    if let Some(sa) = &r.agent_service_account {
+        a.push(format!("--agent-service-account={sa}"));
+    }
     a
 }
 
@@ -271,6 +392,7 @@ mod tests {
                 "--log-format=text",
                 "--fleet-workspace=fleet-vc",
                 "--removal-grace=2000ms",
+                "--agent-auth=trust-claimed",
                 "--workers=2"
             ]
         );

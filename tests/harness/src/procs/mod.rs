@@ -1,10 +1,12 @@
 //! vclink's real binaries as child processes of a test: finding them, starting them with
 //! their output captured (files + a bounded in-memory line buffer a test can search),
 //! and stopping them the ways production stops them (SIGTERM) or crashes them (SIGKILL).
-//! [`hub`] and [`agent`] hold the per-binary wiring.
+//! [`hub`] and [`agent`] hold the per-binary wiring; [`rbac`] runs them under the exact
+//! RBAC the Helm charts render (the default).
 
 pub mod agent;
 pub mod hub;
+pub mod rbac;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 pub use agent::{AgentOptions, AgentProcess};
-pub use hub::{HubOptions, HubProcess};
+pub use hub::{HubOptions, HubProcess, RancherAuth, RancherCredential};
 
 /// Lines kept in memory per process (older ones remain in the log files).
 pub const LOG_BUFFER_LINES: usize = 20_000;

@@ -2,12 +2,14 @@
 //! namespace, immutable role/cluster/subject, deterministic names for `generateName`
 //! creates in Rancher 2.14+ (so duplicates get 409 from the API server), and the
 //! escalation check — each rule of the role template (inherited ones included) must be
-//! held by the requester, by local RBAC (SubjectAccessReview) or by a CRTB of theirs in
-//! that cluster.
+//! held by the requester, by local RBAC in the cluster's namespace (SubjectAccessReview,
+//! plus the rules of RoleBindings there, which Rancher's resolver counts even for
+//! nonResourceURLs) or by a CRTB of theirs in that cluster.
 
 use std::collections::HashSet;
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -214,7 +216,9 @@ async fn escalation(shared: &Shared, req: &Req<'_>, role: &str) -> Result<Verdic
                 continue;
             }
             if granted.is_none() {
-                granted = Some(crtb_rules(shared, req).await?);
+                let mut g = crtb_rules(shared, req).await?;
+                g.extend(rolebinding_rules(shared, req).await?);
+                granted = Some(g);
             }
             if granted
                 .as_ref()
@@ -257,7 +261,45 @@ async fn crtb_rules(shared: &Shared, req: &Req<'_>) -> Result<Vec<Rule>> {
     Ok(out)
 }
 
-/// Asks the local API server whether the requester may do `attr`.
+/// Rules the requester holds through RoleBindings in the cluster's namespace. Rancher's
+/// webhook resolves rules like Kubernetes' RBAC rule resolver does (RoleBindings in the
+/// namespace included, nonResourceURLs of a bound ClusterRole included), which a
+/// SubjectAccessReview alone does not reproduce for nonResourceURLs.
+async fn rolebinding_rules(shared: &Shared, req: &Req<'_>) -> Result<Vec<Rule>> {
+    let bindings: Api<RoleBinding> = Api::namespaced(shared.local.clone(), req.namespace);
+    let mut out = Vec::new();
+    for b in bindings.list(&ListParams::default()).await?.items {
+        let mine = b.subjects.iter().flatten().any(|s| match s.kind.as_str() {
+            "User" => s.name == req.username,
+            "Group" => req.groups.contains(&s.name),
+            "ServiceAccount" => {
+                let ns = s.namespace.as_deref().unwrap_or(req.namespace);
+                req.username == format!("system:serviceaccount:{ns}:{}", s.name)
+            }
+            _ => false,
+        });
+        if !mine {
+            continue;
+        }
+        let rules = match b.role_ref.kind.as_str() {
+            "ClusterRole" => Api::<ClusterRole>::all(shared.local.clone())
+                .get_opt(&b.role_ref.name)
+                .await?
+                .and_then(|r| r.rules),
+            _ => Api::<Role>::namespaced(shared.local.clone(), req.namespace)
+                .get_opt(&b.role_ref.name)
+                .await?
+                .and_then(|r| r.rules),
+        };
+        for r in rules.into_iter().flatten() {
+            out.push(Rule::from_json(&serde_json::to_value(&r)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Asks the local API server whether the requester may do `attr` in the cluster's
+/// namespace (what Rancher's resolver asks: ClusterRoleBindings and RoleBindings there).
 async fn sar(shared: &Shared, req: &Req<'_>, attr: &Attr) -> Result<bool> {
     let attrs = match attr {
         Attr::Resource {
@@ -267,7 +309,7 @@ async fn sar(shared: &Shared, req: &Req<'_>, attr: &Attr) -> Result<bool> {
             subresource,
             name,
         } => json!({"resourceAttributes": {
-            "verb": verb, "group": group, "resource": resource, "subresource": subresource, "name": name}}),
+            "namespace": req.namespace, "verb": verb, "group": group, "resource": resource, "subresource": subresource, "name": name}}),
         Attr::NonResource { verb, path } => {
             json!({"nonResourceAttributes": {"verb": verb, "path": path}})
         }

@@ -1,0 +1,80 @@
+//! Agent identity: the TokenReview authenticator (an agent's projected ServiceAccount
+//! token checked by the API server of the cluster it claims, through Rancher's cluster
+//! proxy), its bounded cache and unverified-`exp` reader, the Rancher proxy client, the
+//! identity metrics, and [`build`], which turns the hub's flags into the authenticator
+//! (plus the task rotating the hub's own Rancher token).
+
+pub mod cache;
+pub mod jwt;
+pub mod metrics;
+pub mod proxy;
+pub mod tokenreview;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::IdentityMetrics;
+pub use tokenreview::{ReviewSettings, TokenReviewAuthenticator};
+
+use crate::config::{AgentAuthMode, Args};
+use crate::grpc::auth::{AgentAuthenticator, TrustClaimedCluster};
+use crate::rancher::credential::{CredentialSource, FileCredential, ManagedToken};
+
+/// The authenticator the flags ask for, and the credential rotation task if any.
+pub async fn build(
+    args: &Args,
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<dyn AgentAuthenticator>, Option<JoinHandle<()>>)> {
+    if args.agent_auth == AgentAuthMode::TrustClaimed {
+        tracing::warn!(
+            "--agent-auth=trust-claimed: agent identities are NOT verified; any client that reaches the hub can speak for any cluster. Use only for tests."
+        );
+        return Ok((Arc::new(TrustClaimedCluster::default()), None));
+    }
+    let url = args.rancher_url.as_deref().context(
+        "--agent-auth=tokenreview needs --rancher-url (Rancher's server URL) to reach its cluster proxy",
+    )?;
+    let (ns, name) = args.agent_service_account.split_once('/').context(
+        "--agent-service-account must be <namespace>/<name>, e.g. vclink-system/vclink-agent",
+    )?;
+    anyhow::ensure!(
+        vclink_proto::validate::is_dns1123_label(ns) && !name.is_empty(),
+        "--agent-service-account must be <namespace>/<name>"
+    );
+    let metrics = IdentityMetrics::default();
+    let mut task = None;
+    let credential: Arc<dyn CredentialSource> = match (&args.rancher_token_file, &args.rancher_user)
+    {
+        (Some(path), None) => {
+            Arc::new(FileCredential::new(path.clone()).context("--rancher-token-file")?)
+        }
+        (None, Some(user)) => {
+            let t = ManagedToken::start(
+                client.clone(),
+                user,
+                args.rancher_token_ttl,
+                Arc::new(metrics.clone()),
+            )
+            .await
+            .context("issuing the hub's Rancher token (--rancher-user)")?;
+            task = Some(tokio::spawn(t.clone().run(shutdown.clone())));
+            t
+        }
+        _ => anyhow::bail!(
+            "--agent-auth=tokenreview needs exactly one of --rancher-user (the hub issues and rotates its own token) or --rancher-token-file"
+        ),
+    };
+    let proxy = proxy::RancherProxy::new(url, args.rancher_ca_file.as_deref(), credential)?;
+    let mut settings = ReviewSettings::for_service_account(ns, name);
+    settings.qps = args.rancher_qps;
+    settings.burst = args.rancher_burst;
+    tracing::info!(rancher = %url, service_account = %args.agent_service_account, "agents are verified with TokenReviews through Rancher's cluster proxy");
+    Ok((
+        Arc::new(TokenReviewAuthenticator::new(proxy, settings, metrics)),
+        task,
+    ))
+}

@@ -1,0 +1,352 @@
+//! The agent authenticator that verifies, instead of trusting: the agent's projected
+//! ServiceAccount token goes in a TokenReview (audience `vclink-hub`) to the API server
+//! of the cluster the agent *claims*, through Rancher's cluster proxy. Accepted only
+//! when that API server says authenticated, the audience matches and the user is the
+//! configured agent ServiceAccount (`system:serviceaccount:<ns>:<name>`). A token
+//! minted by another cluster, for another audience, expired, or of a deleted
+//! ServiceAccount fails there.
+//!
+//! Protecting Rancher: positive results are cached briefly ([`ReviewCache`]); calls are
+//! admitted by a token bucket that refuses (UNAVAILABLE, the agent backs off) rather
+//! than queueing; after a transport failure all calls pause with exponential backoff.
+//! A token whose (unverified) `exp` has passed is refused without a call.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use vclink_proto::Secret;
+
+use super::cache::ReviewCache;
+use super::jwt::{MAX_TOKEN_BYTES, unverified_expiry};
+use super::metrics::IdentityMetrics;
+use super::proxy::{ProxyError, RancherProxy};
+use crate::grpc::auth::{AgentAuthenticator, AgentIdentity, AuthError};
+
+/// Settings of [`TokenReviewAuthenticator`].
+#[derive(Clone, Debug)]
+pub struct ReviewSettings {
+    /// Audience the token must carry (`vclink-hub`).
+    pub audience: String,
+    /// Expected user, `system:serviceaccount:<ns>:<name>`.
+    pub username: String,
+    /// How long a positive result is reused.
+    pub cache_ttl: Duration,
+    /// Most cached results.
+    pub cache_capacity: usize,
+    /// TokenReviews per second Rancher gets at most (sustained).
+    pub qps: f64,
+    /// Burst above `qps`.
+    pub burst: u32,
+}
+
+impl ReviewSettings {
+    /// Defaults for the agent ServiceAccount `ns/name`.
+    pub fn for_service_account(ns: &str, name: &str) -> Self {
+        Self {
+            audience: vclink_proto::TOKEN_AUDIENCE.to_string(),
+            username: format!("system:serviceaccount:{ns}:{name}"),
+            cache_ttl: Duration::from_secs(30),
+            cache_capacity: 4096,
+            qps: 20.0,
+            burst: 50,
+        }
+    }
+}
+
+/// A token bucket that refuses instead of running into debt (an attacker's flood must
+/// not delay honest agents beyond the bucket's refill).
+#[derive(Debug)]
+pub struct Admission {
+    qps: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Admission {
+    /// `qps` per second, at most `burst` at once.
+    pub fn new(qps: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps: if qps.is_finite() && qps > 0.0 {
+                qps
+            } else {
+                0.0
+            },
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes a token if one is there.
+    pub fn try_take(&self, now: Instant) -> bool {
+        if self.qps == 0.0 {
+            return true;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        let tokens = (s.0 + elapsed * self.qps).min(self.burst);
+        s.1 = now.max(s.1);
+        if tokens >= 1.0 {
+            s.0 = tokens - 1.0;
+            true
+        } else {
+            s.0 = tokens;
+            false
+        }
+    }
+}
+
+/// See the module docs.
+pub struct TokenReviewAuthenticator {
+    proxy: RancherProxy,
+    settings: ReviewSettings,
+    cache: ReviewCache,
+    admission: Admission,
+    /// Until when calls pause after transport failures, and how many in a row.
+    pause: Mutex<(Option<Instant>, u32)>,
+    metrics: IdentityMetrics,
+}
+
+/// What one TokenReview status means (pure; tested).
+pub fn judge(
+    status: &k8s_openapi::api::authentication::v1::TokenReviewStatus,
+    settings: &ReviewSettings,
+    cluster: &str,
+) -> Result<(), (AuthError, &'static str)> {
+    if status.authenticated != Some(true) {
+        return Err((
+            AuthError::Unauthenticated(format!(
+                "the API server of cluster {cluster} did not authenticate the token (minted by another cluster, expired, for another audience, or of a deleted ServiceAccount)"
+            )),
+            "refused",
+        ));
+    }
+    let audiences = status.audiences.as_deref().unwrap_or_default();
+    if !audiences.iter().any(|a| a == &settings.audience) {
+        return Err((
+            AuthError::Unauthenticated(format!(
+                "the token is not for audience {}",
+                settings.audience
+            )),
+            "wrong_audience",
+        ));
+    }
+    let user = status
+        .user
+        .as_ref()
+        .and_then(|u| u.username.as_deref())
+        .unwrap_or_default();
+    if user != settings.username {
+        return Err((
+            AuthError::Denied(format!(
+                "{} may not act as the vclink agent (expected {})",
+                truncate(user, 128),
+                settings.username
+            )),
+            "wrong_account",
+        ));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars()
+        .take(n)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+impl TokenReviewAuthenticator {
+    /// An authenticator sending TokenReviews through `proxy`.
+    pub fn new(proxy: RancherProxy, settings: ReviewSettings, metrics: IdentityMetrics) -> Self {
+        Self {
+            cache: ReviewCache::new(settings.cache_ttl, settings.cache_capacity),
+            admission: Admission::new(settings.qps, settings.burst),
+            proxy,
+            settings,
+            pause: Mutex::new((None, 0)),
+            metrics,
+        }
+    }
+
+    fn paused(&self, now: Instant) -> bool {
+        let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        p.0.is_some_and(|until| until > now)
+    }
+
+    fn record_transport(&self, ok: bool, now: Instant) {
+        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            *p = (None, 0);
+        } else {
+            p.1 = p.1.saturating_add(1);
+            let d = Duration::from_millis(500u64.saturating_mul(1 << p.1.min(6)))
+                .min(Duration::from_secs(30));
+            p.0 = Some(now + d);
+        }
+    }
+
+    async fn review(&self, token: &Secret, cluster: &str) -> Result<Option<SystemTime>, AuthError> {
+        let now = Instant::now();
+        let expiry = unverified_expiry(token.expose());
+        if expiry.is_some_and(|e| e <= SystemTime::now()) {
+            self.metrics.auth("expired");
+            return Err(AuthError::Unauthenticated("the token has expired".into()));
+        }
+        if self.cache.hit(cluster, token.expose(), now) {
+            self.metrics.auth("cached");
+            return Ok(expiry);
+        }
+        if self.paused(now) {
+            self.metrics.auth("paused");
+            return Err(AuthError::Unavailable(
+                "Rancher is unreachable; retry later".into(),
+            ));
+        }
+        if !self.admission.try_take(now) {
+            self.metrics.auth("throttled");
+            return Err(AuthError::Unavailable(
+                "too many authentications at once; retry later".into(),
+            ));
+        }
+        let res = self
+            .proxy
+            .token_review(
+                cluster,
+                token,
+                std::slice::from_ref(&self.settings.audience),
+            )
+            .await;
+        self.record_transport(
+            !matches!(res, Err(ProxyError::Transport(_))),
+            Instant::now(),
+        );
+        let status = match res {
+            Ok(s) => {
+                self.metrics.review("ok");
+                s
+            }
+            Err(e) => {
+                self.metrics.review(e.label());
+                return Err(match e {
+                    ProxyError::NoSuchCluster(_) | ProxyError::BadClusterId => {
+                        self.metrics.auth("unknown_cluster");
+                        AuthError::Unauthenticated(format!(
+                            "cannot verify the agent: Rancher knows no cluster {cluster}"
+                        ))
+                    }
+                    other => {
+                        self.metrics.auth("unavailable");
+                        tracing::error!(cluster, error = %other, "cannot verify an agent's token through Rancher");
+                        AuthError::Unavailable(format!(
+                            "the hub cannot verify tokens right now ({})",
+                            other.label()
+                        ))
+                    }
+                });
+            }
+        };
+        match judge(&status, &self.settings, cluster) {
+            Ok(()) => {
+                self.metrics.auth("ok");
+                self.cache.insert(cluster, token.expose(), expiry, now);
+                Ok(expiry)
+            }
+            Err((e, outcome)) => {
+                self.metrics.auth(outcome);
+                // The API server's reason helps the operator; it holds no credential.
+                tracing::warn!(cluster, outcome, reason = %truncate(status.error.as_deref().unwrap_or_default(), 256), "agent token refused");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AgentAuthenticator for TokenReviewAuthenticator {
+    async fn authenticate(
+        &self,
+        bearer: Option<&Secret>,
+        claimed_cluster_id: &str,
+    ) -> Result<AgentIdentity, AuthError> {
+        let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+            self.metrics.auth("no_token");
+            return Err(AuthError::Unauthenticated(
+                "no bearer token: the agent must present its projected ServiceAccount token".into(),
+            ));
+        };
+        if token.expose().len() > MAX_TOKEN_BYTES {
+            self.metrics.auth("malformed");
+            return Err(AuthError::Unauthenticated("the token is too long".into()));
+        }
+        let token_expiry = self.review(token, claimed_cluster_id).await?;
+        Ok(AgentIdentity {
+            cluster_id: claimed_cluster_id.to_string(),
+            token_expiry,
+        })
+    }
+
+    fn metrics(&self) -> Option<IdentityMetrics> {
+        Some(self.metrics.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
+
+    fn status(auth: bool, aud: &[&str], user: &str) -> TokenReviewStatus {
+        TokenReviewStatus {
+            authenticated: Some(auth),
+            audiences: Some(aud.iter().map(|s| s.to_string()).collect()),
+            user: Some(UserInfo {
+                username: Some(user.into()),
+                ..Default::default()
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn only_the_agent_account_with_the_audience_passes() {
+        let s = ReviewSettings::for_service_account("vclink-system", "vclink-agent");
+        let me = "system:serviceaccount:vclink-system:vclink-agent";
+        assert!(judge(&status(true, &["vclink-hub"], me), &s, "c").is_ok());
+        let e = judge(&status(false, &["vclink-hub"], me), &s, "c").unwrap_err();
+        assert!(matches!(e.0, AuthError::Unauthenticated(_)));
+        assert_eq!(
+            judge(&status(true, &["other"], me), &s, "c").unwrap_err().1,
+            "wrong_audience"
+        );
+        assert_eq!(
+            judge(&status(true, &[], me), &s, "c").unwrap_err().1,
+            "wrong_audience"
+        );
+        let e = judge(
+            &status(
+                true,
+                &["vclink-hub"],
+                "system:serviceaccount:default:default",
+            ),
+            &s,
+            "c",
+        )
+        .unwrap_err();
+        assert!(matches!(e.0, AuthError::Denied(_)));
+    }
+
+    #[test]
+    fn admission_refuses_instead_of_queueing() {
+        let a = Admission::new(2.0, 2);
+        let t = Instant::now();
+        assert!(a.try_take(t) && a.try_take(t));
+        for _ in 0..100 {
+            assert!(!a.try_take(t));
+        }
+        // The refusals ran up no debt: half a second later one token is back.
+        assert!(a.try_take(t + Duration::from_millis(500)));
+        assert!(Admission::new(0.0, 1).try_take(t));
+    }
+}

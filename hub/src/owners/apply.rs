@@ -1,0 +1,434 @@
+//! Owner-sync workers: take a vCluster from the owner queue, gather what the hub knows
+//! about its cluster (under the world lock) and what the watches saw (under the store
+//! lock), ask [`super::desired`] for the plan, and carry it out through the shared rate
+//! limiter. A binding that cannot be created or deleted is counted
+//! (`vclink_hub_owner_binding_errors_total{reason}`), logged, and shown on the vCluster's
+//! Service (the hub's Status turns ERROR with the reason); the key is retried with backoff.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use vclink_proto::keys::{
+    LABEL_HOST_CLUSTER, LABEL_MANAGED_BY, LABEL_PROJECT, LABEL_SERVICE_UID, MANAGED_BY_VALUE,
+};
+use vclink_proto::limits::MAX_MESSAGE_TEXT;
+
+use super::desired::{Desired, Plan, desired, plan, project_of};
+use super::model::{
+    ANNOTATION_PARENTS, COMPONENT_OWNER, Crtb, LABEL_COMPONENT, LABEL_PARENT_KIND,
+    LABEL_PARENT_NAME, LABEL_PARENT_NAMESPACE, is_owned, parse_crtb,
+};
+use super::{Owners, crtb_resource, reported_project};
+use crate::index::VcKey;
+use crate::rancher::{mgmt_resource, prov_resource};
+
+/// A write of owner sync that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// The API server or Rancher's webhook refused it (e.g. the escalation check).
+    #[error("{what}: refused: {message}")]
+    Refused {
+        /// What was being done.
+        what: String,
+        /// The refusal, as the API server put it.
+        message: String,
+    },
+    /// The name is held by a CRTB vclink did not create.
+    #[error("{what}: the name {name} is taken by a binding vclink did not create")]
+    Conflict {
+        /// What was being done.
+        what: String,
+        /// The contested name.
+        name: String,
+    },
+    /// Any other API failure.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl OwnerError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "refused",
+            Self::Conflict { .. } => "conflict",
+            Self::Api { .. } => "api",
+        }
+    }
+
+    pub(crate) fn from_kube(what: String, e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Self::Refused {
+                what,
+                message: s.message,
+            },
+            source => Self::Api { what, source },
+        }
+    }
+}
+
+/// Runs one worker until shutdown; waits for the watches' first lists first.
+pub async fn run_worker(
+    owners: Arc<Owners>,
+    mut synced: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = synced.wait_for(|s| *s) => if r.is_err() { return },
+    }
+    while let Some(key) = owners.queue.next(&shutdown).await {
+        let errors = reconcile(&owners, &key).await;
+        report(&owners, &key, &errors);
+        if errors.is_empty() {
+            owners.queue.succeeded(&key);
+        } else {
+            owners.queue.retry(key.clone());
+        }
+        owners.queue.done(&key);
+    }
+}
+
+/// What the hub's index says about the vCluster's cluster.
+struct Target {
+    mgmt_id: String,
+    prov_name: String,
+    project: Option<String>,
+    relabel: Option<Option<String>>,
+}
+
+fn target(owners: &Owners, key: &VcKey) -> Option<Target> {
+    let w = owners.hub.world();
+    let prov = w.index.prov_for(key)?;
+    // A cluster on its way out (ours or a user's deletion) is no longer managed: its
+    // CRTBs go with its namespace.
+    if prov.deleting || w.index.is_deleting_by_us(key) || w.index.is_user_deleted(key) {
+        return None;
+    }
+    let mgmt_id = prov.mgmt_id.clone()?;
+    w.index.mgmt(&mgmt_id)?;
+    let choice = project_of(
+        &key.host,
+        reported_project(&w, key),
+        prov.project.as_deref(),
+    );
+    Some(Target {
+        mgmt_id,
+        prov_name: prov.name.clone(),
+        project: choice.project,
+        relabel: choice.relabel,
+    })
+}
+
+/// Reconciles one vCluster; returns the failures (empty: converged).
+async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
+    let Some(t) = target(owners, key) else {
+        return Vec::new();
+    };
+    let plan = {
+        let s = owners.store();
+        let project = t.project.as_deref().and_then(|p| s.project(&key.host, p));
+        let prtbs: Vec<_> = project
+            .map(|p| s.prtbs_in(&p.prtb_namespace).collect())
+            .unwrap_or_default();
+        let want: BTreeMap<String, Desired> = desired(
+            &t.mgmt_id,
+            &key.host,
+            project,
+            prtbs,
+            s.foreign_in(&key.host),
+            &owners.mapping,
+        );
+        let owned: Vec<_> = s.owned_in(&t.mgmt_id).collect();
+        let foreign: HashSet<&str> = s.foreign_in(&t.mgmt_id).map(|b| b.name.as_str()).collect();
+        plan(&want, &owned, &foreign)
+    };
+    let mut errors = Vec::new();
+    if let Some(new) = &t.relabel
+        && let Err(e) = relabel(owners, &t, new.as_deref()).await
+    {
+        errors.push(e);
+    }
+    if !plan.is_empty() {
+        tracing::debug!(host = %key.host, uid = %key.uid, cluster = %t.mgmt_id, create = plan.create.len(), delete = plan.delete.len(), "owner sync plan");
+    }
+    errors.extend(carry_out(owners, key, &t, plan).await);
+    errors
+}
+
+async fn call(owners: &Owners, verb: &'static str) {
+    owners.limiter.acquire().await;
+    owners
+        .hub
+        .metrics
+        .owner_api_requests
+        .get_or_create(&[("verb", verb)])
+        .inc();
+}
+
+/// Records the vCluster's current project on its provisioning and management clusters
+/// (the hub rebuilds from these labels after a restart).
+async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(), OwnerError> {
+    let patch = json!({"metadata": {"labels": {LABEL_PROJECT: project}}});
+    let prov: Api<DynamicObject> = Api::namespaced_with(
+        owners.client.clone(),
+        &owners.hub.cfg.workspace,
+        &prov_resource(),
+    );
+    call(owners, "patch").await;
+    let patched = prov
+        .patch(&t.prov_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| {
+            OwnerError::from_kube(
+                format!("recording the project on cluster {}", t.prov_name),
+                e,
+            )
+        })?;
+    // Seen at once by the next decision, before the watch event arrives.
+    let keys = owners
+        .hub
+        .world()
+        .index
+        .apply_prov(crate::rancher::parse_prov(&patched));
+    owners.hub.queue.add_all(keys);
+    let mgmt: Api<DynamicObject> = Api::all_with(owners.client.clone(), &mgmt_resource());
+    call(owners, "patch").await;
+    mgmt.patch(&t.mgmt_id, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| {
+            OwnerError::from_kube(format!("recording the project on cluster {}", t.mgmt_id), e)
+        })?;
+    tracing::info!(cluster = %t.prov_name, rancher_cluster = %t.mgmt_id, project = project.unwrap_or("(none)"), "vCluster moved; project label updated");
+    Ok(())
+}
+
+async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<OwnerError> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(owners.client.clone(), &t.mgmt_id, &crtb_resource());
+    let mut errors = Vec::new();
+    for (name, uid) in plan.delete {
+        call(owners, "delete").await;
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {
+                tracing::info!(host = %key.host, uid = %key.uid, rancher_cluster = %t.mgmt_id, binding = %name, "owner binding deleted");
+                owners.store().forget_owned(&t.mgmt_id, &name);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                owners.store().forget_owned(&t.mgmt_id, &name);
+            }
+            Err(e) => errors.push(OwnerError::from_kube(
+                format!("deleting owner binding {name}"),
+                e,
+            )),
+        }
+    }
+    for d in plan.conflicts {
+        errors.push(OwnerError::Conflict {
+            what: grant_text(&d),
+            name: d.name,
+        });
+    }
+    if plan.create.is_empty() {
+        return errors;
+    }
+    // Held only while creating: see `grant`.
+    if let Some(g) = &owners.grant {
+        call(owners, "create").await;
+        if let Err(e) = g.bind(&owners.client, &t.mgmt_id).await {
+            errors.push(e);
+            return errors;
+        }
+    }
+    for d in plan.create {
+        if let Err(e) = create(owners, &api, key, t, &d).await {
+            errors.push(e);
+        }
+    }
+    if let Some(g) = &owners.grant {
+        call(owners, "delete").await;
+        if let Err(e) = g.unbind(&owners.client, &t.mgmt_id).await {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+fn grant_text(d: &Desired) -> String {
+    format!("granting {} to {}", d.role, d.subject.id())
+}
+
+async fn create(
+    owners: &Owners,
+    api: &Api<DynamicObject>,
+    key: &VcKey,
+    t: &Target,
+    d: &Desired,
+) -> Result<(), OwnerError> {
+    let obj = build_crtb(key, &t.mgmt_id, d);
+    call(owners, "create").await;
+    let created = match api.create(&PostParams::default(), &obj).await {
+        Ok(c) => c,
+        // Exists already: ours (an earlier attempt, or the watch lags) is adopted.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            call(owners, "get").await;
+            let existing = api.get(&d.name).await.map_err(|e| {
+                OwnerError::from_kube(format!("reading owner binding {}", d.name), e)
+            })?;
+            if !is_owned(&existing) {
+                return Err(OwnerError::Conflict {
+                    what: grant_text(d),
+                    name: d.name.clone(),
+                });
+            }
+            existing
+        }
+        Err(e) => return Err(OwnerError::from_kube(grant_text(d), e)),
+    };
+    if let Some(Crtb::Owned { crtb, .. }) = parse_crtb(&created) {
+        owners.store().remember_owned(&t.mgmt_id, crtb);
+    }
+    tracing::info!(host = %key.host, uid = %key.uid, rancher_cluster = %t.mgmt_id, binding = %d.name, role = %d.role, subject = %d.subject.id(), "owner binding created");
+    Ok(())
+}
+
+/// The CRTB for `d` in the vCluster's cluster `mgmt_id`.
+pub fn build_crtb(key: &VcKey, mgmt_id: &str, d: &Desired) -> DynamicObject {
+    let mut labels = serde_json::Map::new();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+    labels.insert(LABEL_COMPONENT.into(), COMPONENT_OWNER.into());
+    labels.insert(LABEL_HOST_CLUSTER.into(), key.host.clone().into());
+    labels.insert(LABEL_SERVICE_UID.into(), key.uid.clone().into());
+    if let Some(p) = d.parents.first()
+        && label_value_ok(&p.namespace)
+        && label_value_ok(&p.name)
+    {
+        labels.insert(LABEL_PARENT_KIND.into(), p.kind.into());
+        labels.insert(LABEL_PARENT_NAMESPACE.into(), p.namespace.clone().into());
+        labels.insert(LABEL_PARENT_NAME.into(), p.name.clone().into());
+    }
+    let parents: Vec<String> = d
+        .parents
+        .iter()
+        .map(|p| format!("{}:{}/{}", p.kind, p.namespace, p.name))
+        .collect();
+    let mut o = json!({
+        "apiVersion": "management.cattle.io/v3",
+        "kind": "ClusterRoleTemplateBinding",
+        "metadata": {
+            "name": d.name,
+            "namespace": mgmt_id,
+            "labels": labels,
+            "annotations": {ANNOTATION_PARENTS: parents.join(",")},
+        },
+        "clusterName": mgmt_id,
+        "roleTemplateName": d.role,
+    });
+    for (k, v) in d.subject.fields() {
+        o[k] = Value::String(v);
+    }
+    serde_json::from_value(o).unwrap_or_else(|_| DynamicObject::new(&d.name, &crtb_resource()))
+}
+
+fn label_value_ok(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Counts and logs failures and hands the first to the vCluster's Status (cleared on
+/// success); the main reconcile sends the Status when it changed.
+fn report(owners: &Owners, key: &VcKey, errors: &[OwnerError]) {
+    for e in errors {
+        owners
+            .hub
+            .metrics
+            .owner_binding_errors
+            .get_or_create(&[("reason", e.reason())])
+            .inc();
+        tracing::warn!(host = %key.host, uid = %key.uid, reason = e.reason(), error = %e, "owner binding failed; retrying with backoff");
+    }
+    let problem = errors.first().map(|e| {
+        let more = match errors.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        format!("{e}{more}")
+            .chars()
+            .take(MAX_MESSAGE_TEXT)
+            .collect::<String>()
+    });
+    let changed = owners.hub.world().index.set_owner_problem(key, problem);
+    if changed {
+        owners.hub.queue.add(key.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owners::desired::Parent;
+    use crate::owners::model::Subject;
+
+    #[test]
+    fn crtb_object_names_vcluster_parent_and_subject() {
+        let key = VcKey::new("c-m-host0001", "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d");
+        let d = Desired {
+            name: "vco-cluster-owner-group-x-0123456789abcdef".into(),
+            role: "cluster-owner".into(),
+            subject: Subject::Group {
+                name: String::new(),
+                principal: "okta_group://devs".into(),
+            },
+            parents: vec![Parent {
+                kind: "prtb",
+                namespace: "c-m-host0001-p-a".into(),
+                name: "prtb-1".into(),
+            }],
+        };
+        let o = build_crtb(&key, "c-m-vc000001", &d);
+        assert!(is_owned(&o));
+        let l = o.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[LABEL_SERVICE_UID], key.uid);
+        assert_eq!(l[LABEL_PARENT_NAME], "prtb-1");
+        assert_eq!(o.data["clusterName"], "c-m-vc000001");
+        assert_eq!(o.data["groupPrincipalName"], "okta_group://devs");
+        assert!(o.data.get("userName").is_none() && o.data.get("groupName").is_none());
+        match parse_crtb(&o) {
+            Some(Crtb::Owned { crtb, .. }) => assert_eq!(crtb.key, Some(key)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_are_told_apart_from_outages() {
+        let api = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure("no", "Forbidden")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert_eq!(
+            OwnerError::from_kube("x".into(), api(403)).reason(),
+            "refused"
+        );
+        assert_eq!(OwnerError::from_kube("x".into(), api(500)).reason(), "api");
+    }
+}
