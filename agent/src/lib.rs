@@ -51,49 +51,42 @@ pub fn main_entry() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             init_tracing(args.log_format);
-            // One thread is plenty for watching Services and one gRPC stream, and it
-            // keeps the idle footprint small (no per-thread allocator arenas).
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("vclink-agent: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("vclink-agent: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on("vclink-agent", run(args), true)
         }
         Command::Register(args) => {
             init_tracing(args.log_format);
             register::main(args)
         }
-        Command::Status(args) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("vclink-agent: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(status::main(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("vclink-agent status: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Command::Status(args) => block_on("vclink-agent status", status::main(args), false),
+    }
+}
+
+/// Runs `fut` to completion on a single-threaded runtime — plenty for watching Services
+/// and one gRPC stream, and it keeps the idle footprint small (no per-thread allocator
+/// arenas) — and turns its outcome into the exit code, printing the error for `who`.
+fn block_on(
+    who: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+    log: bool,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{who}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if log {
+                error!("{e:#}");
             }
+            eprintln!("{who}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -30,8 +30,9 @@ pub struct Metrics {
     /// `vclink_hub_owner_binding_errors_total{reason}`: owner CRTBs that could not be
     /// created or deleted (reason `refused`, `conflict`, `api`).
     pub owner_binding_errors: Family<Labels, Counter>,
-    /// `vclink_hub_owner_api_requests_total{verb}`: Kubernetes writes of owner sync.
-    pub owner_api_requests: Family<Labels, Counter>,
+    /// `vclink_hub_owner_api_requests_total{resource,verb}`: Kubernetes requests of owner
+    /// sync (`crtb`, the temporary grant `rolebinding`, `cluster` relabels).
+    pub owner_api_requests: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl Default for Metrics {
@@ -94,10 +95,10 @@ impl Metrics {
             "Owner bindings (CRTBs) that could not be created or deleted, by reason",
             owner_binding_errors.clone(),
         );
-        let owner_api_requests = Family::<Labels, Counter>::default();
+        let owner_api_requests = Family::<[(&'static str, &'static str); 2], Counter>::default();
         registry.register(
             "owner_api_requests",
-            "Kubernetes API requests made by owner sync, by verb",
+            "Kubernetes API requests made by owner sync, by resource and verb",
             owner_api_requests.clone(),
         );
         Self {

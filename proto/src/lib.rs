@@ -2,8 +2,9 @@
 //! both sides enforce, validation of every field that crosses the wire, and the small
 //! vocabulary (label and annotation keys) that hub and agent must agree on.
 //!
-//! Nothing here talks to Kubernetes or the network; it is pure so both binaries and the
-//! tests can use it and so the edge checks are unit-tested in one place.
+//! Nothing here talks to Kubernetes or the network; it is pure (but for the rate
+//! limiter's sleep) so both binaries and the tests can use it and so the edge checks are
+//! unit-tested in one place.
 #![forbid(unsafe_code)]
 
 pub mod keys;

@@ -1,8 +1,8 @@
 //! The token bucket both binaries put in front of their Kubernetes writes (`--kube-qps`,
 //! `--kube-burst`): a burst of a few writes goes out at once, so one vCluster's state
 //! change is not delayed behind its own Event, while a flood (a reconnect, thousands of
-//! new vClusters) is paced. Pure arithmetic on `Instant`s; the caller does the waiting,
-//! so this crate stays free of any runtime.
+//! new vClusters) is paced. [`TokenBucket`] is pure arithmetic on `Instant`s (unit
+//! tested without a clock); [`RateLimiter`] adds the waiting.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,6 +42,26 @@ impl TokenBucket {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-tokens / self.qps)
+        }
+    }
+}
+
+/// A [`TokenBucket`] callers wait on. Clones share one budget.
+#[derive(Debug, Clone)]
+pub struct RateLimiter(TokenBucket);
+
+impl RateLimiter {
+    /// `qps` requests per second on average, at most `burst` at once; `qps` ≤ 0
+    /// disables limiting.
+    pub fn new(qps: f64, burst: u32) -> Self {
+        Self(TokenBucket::new(qps, burst))
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        let wait = self.0.reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -165,13 +165,15 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
     errors
 }
 
-async fn call(owners: &Owners, verb: &'static str) {
+/// Waits for the shared write budget and counts the request by resource and verb, so
+/// the scale numbers separate CRTBs from the grant RoleBinding and cluster relabels.
+async fn call(owners: &Owners, resource: &'static str, verb: &'static str) {
     owners.limiter.acquire().await;
     owners
         .hub
         .metrics
         .owner_api_requests
-        .get_or_create(&[("verb", verb)])
+        .get_or_create(&[("resource", resource), ("verb", verb)])
         .inc();
 }
 
@@ -184,7 +186,7 @@ async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(
         &owners.hub.cfg.workspace,
         &prov_resource(),
     );
-    call(owners, "patch").await;
+    call(owners, "cluster", "patch").await;
     let patched = prov
         .patch(&t.prov_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -202,7 +204,7 @@ async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(
         .apply_prov(crate::rancher::parse_prov(&patched));
     owners.hub.queue.add_all(keys);
     let mgmt: Api<DynamicObject> = Api::all_with(owners.client.clone(), &mgmt_resource());
-    call(owners, "patch").await;
+    call(owners, "cluster", "patch").await;
     mgmt.patch(&t.mgmt_id, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| {
@@ -217,7 +219,7 @@ async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<
         Api::namespaced_with(owners.client.clone(), &t.mgmt_id, &crtb_resource());
     let mut errors = Vec::new();
     for (name, uid) in plan.delete {
-        call(owners, "delete").await;
+        call(owners, "crtb", "delete").await;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(uid),
@@ -250,7 +252,7 @@ async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<
     }
     // Held only while creating: see `grant`.
     if let Some(g) = &owners.grant {
-        call(owners, "create").await;
+        call(owners, "rolebinding", "create").await;
         if let Err(e) = g.bind(&owners.client, &t.mgmt_id).await {
             errors.push(e);
             return errors;
@@ -262,7 +264,7 @@ async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<
         }
     }
     if let Some(g) = &owners.grant {
-        call(owners, "delete").await;
+        call(owners, "rolebinding", "delete").await;
         if let Err(e) = g.unbind(&owners.client, &t.mgmt_id).await {
             errors.push(e);
         }
@@ -282,12 +284,12 @@ async fn create(
     d: &Desired,
 ) -> Result<(), OwnerError> {
     let obj = build_crtb(key, &t.mgmt_id, d);
-    call(owners, "create").await;
+    call(owners, "crtb", "create").await;
     let created = match api.create(&PostParams::default(), &obj).await {
         Ok(c) => c,
         // Exists already: ours (an earlier attempt, or the watch lags) is adopted.
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            call(owners, "get").await;
+            call(owners, "crtb", "get").await;
             let existing = api.get(&d.name).await.map_err(|e| {
                 OwnerError::from_kube(format!("reading owner binding {}", d.name), e)
             })?;

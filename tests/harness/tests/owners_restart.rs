@@ -93,12 +93,20 @@ async fn owner_bindings_converge_after_restart_and_mapping_change() -> anyhow::R
     .await?;
     let t = env.hub.metrics().await?;
     assert_eq!(
-        counter_with(&t, "vclink_hub_owner_api_requests_total", "verb=\"create\""),
+        counter_with(
+            &t,
+            "vclink_hub_owner_api_requests_total",
+            "resource=\"crtb\",verb=\"create\"",
+        ),
         1.0,
         "{t}"
     );
     assert_eq!(
-        counter_with(&t, "vclink_hub_owner_api_requests_total", "verb=\"delete\""),
+        counter_with(
+            &t,
+            "vclink_hub_owner_api_requests_total",
+            "resource=\"crtb\",verb=\"delete\"",
+        ),
         0.0,
         "{t}"
     );
