@@ -25,7 +25,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 # Cheap path first: a cached build for this patch revision and the package version apt
 # knows about (no root, no network). Falls back to the newest cached build when apt has
 # no deb-src entries (e.g. the cache was copied from another machine).
-src_version() { apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}'; }
+# `|| true`: apt-cache exits 100 when no deb-src entry exists yet (a fresh machine);
+# that means "unknown", not a failure.
+src_version() { { apt-cache showsrc kubernetes 2>/dev/null || true; } | awk '/^Version:/{print $2; exit}'; }
 cached_bin() {
   local v="$1" out
   out="$CACHE_ROOT/${v//[^A-Za-z0-9.+_-]/_}-$PATCH_REV"
