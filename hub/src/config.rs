@@ -240,6 +240,47 @@ pub struct Args {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VCLINK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Run several replicas safely: only the holder of a coordination.k8s.io Lease serves
+    /// agents and writes to Rancher; the others stand by and take over when it goes.
+    #[arg(long, env = "VCLINK_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease (default: the namespace of the in-cluster
+    /// ServiceAccount or the kubeconfig's context).
+    #[arg(long, env = "VCLINK_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "VCLINK_LEADER_ELECTION_LEASE",
+        default_value = "vclink-hub"
+    )]
+    pub leader_election_lease: String,
+
+    /// How long a Lease that is not renewed stays with its holder before a standby takes it.
+    #[arg(long, env = "VCLINK_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// The leader steps down (and exits, to restart as a standby) when it could not renew
+    /// the Lease for this long; shorter than the lease duration.
+    #[arg(long, env = "VCLINK_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+
+    /// How often the leader renews and a standby retries.
+    #[arg(long, env = "VCLINK_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub leader_election_retry_period: Duration,
+
+    /// This hub's Pod IP (downward API `status.podIP`). With leader election the leader
+    /// publishes `<pod ip>:<--listen port>` in the Lease, and standbys forward the agent
+    /// connections they receive there.
+    #[arg(long, env = "VCLINK_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+
+    /// This hub's Pod name (downward API), the first part of its leader identity.
+    #[arg(long, env = "VCLINK_POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 /// Parses `300`, `300s`, `5m`, `1h`, `250ms`.

@@ -1,6 +1,7 @@
 //! The plain-HTTP side listener: `/metrics` (Prometheus text format), `/healthz` (the
 //! process is up) and `/readyz` (every watch delivered its initial list, so agents are
-//! accepted).
+//! accepted). A standby replica (leader election) serves a reduced set: it is alive and
+//! ready to take over, and its metrics say it does not lead.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::world::Hub;
 
-fn respond(hub: &Hub, path: &str) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
+/// Status and body for one path.
+type Responder = Arc<dyn Fn(&str) -> (StatusCode, String) + Send + Sync>;
+
+fn respond_leader(hub: &Hub, path: &str) -> (StatusCode, String) {
+    match path {
         "/metrics" => {
             hub.refresh_gauges();
             (StatusCode::OK, hub.metrics.encode())
@@ -29,7 +33,28 @@ fn respond(hub: &Hub, path: &str) -> Response<Full<Bytes>> {
             "loading Rancher objects\n".to_string(),
         ),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
-    };
+    }
+}
+
+fn respond_standby(lease: &str, path: &str) -> (StatusCode, String) {
+    match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "# HELP vclink_hub_leader 1 while this replica holds the leader lease.\n\
+             # TYPE vclink_hub_leader gauge\nvclink_hub_leader 0\n# EOF\n"
+                .to_string(),
+        ),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" => (
+            StatusCode::OK,
+            format!("standby: waiting for leader lease {lease}\n"),
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    }
+}
+
+fn respond(responder: &Responder, path: &str) -> Response<Full<Bytes>> {
+    let (status, body) = responder(path);
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     if path == "/metrics" {
@@ -49,6 +74,28 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    serve_with(addr, Arc::new(move |p| respond_leader(&hub, p)), shutdown).await
+}
+
+/// The listener of a standby replica waiting for lease `lease` (`<namespace>/<name>`).
+pub async fn serve_standby(
+    addr: SocketAddr,
+    lease: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    serve_with(
+        addr,
+        Arc::new(move |p| respond_standby(&lease, p)),
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_with(
+    addr: SocketAddr,
+    responder: Responder,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding --metrics-listen {addr}: {e}"))?;
@@ -60,10 +107,10 @@ pub async fn serve(
                 c = listener.accept() => c,
             };
             let Ok((stream, _)) = conn else { continue };
-            let hub = hub.clone();
+            let responder = responder.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let r = respond(&hub, req.uri().path());
+                    let r = respond(&responder, req.uri().path());
                     async move { Ok::<_, Infallible>(r) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

@@ -6,16 +6,19 @@
 //! Layout: `config` (flags), `rancher` (Rancher kinds, watches), `index` (pure view of
 //! Rancher objects), `decide` (pure decisions), `reconcile` (I/O), `queue` (work queue),
 //! `world` (shared state), `grpc` (service, session state machine, auth seam, scope),
-//! `identity` (TokenReview authentication through Rancher's proxy),
+//! `identity` (TokenReview authentication through Rancher's proxy), `leader` (Lease-based
+//! leader election for several replicas), `forward` (a standby's forwarding to the leader),
 //! `metrics`, `http` (metrics/health), `tls`, `ratelimit`.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod decide;
+pub mod forward;
 pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod index;
+pub mod leader;
 pub mod metrics;
 pub mod owners;
 pub mod queue;
@@ -38,11 +41,49 @@ use crate::grpc::service::LinkService;
 use crate::world::{Hub, HubConfig};
 
 /// Runs the hub against the cluster `kube::Config::infer` finds (KUBECONFIG honoured)
-/// until `shutdown` is cancelled.
+/// until `shutdown` is cancelled. With `--leader-election` it first stands by until it
+/// holds the leader Lease, leads while it keeps it, and releases it on shutdown.
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration (in-cluster ServiceAccount or KUBECONFIG)")?;
+    let Some(cfg) = leader::LeaderConfig::from_args(&args, client.default_namespace())? else {
+        return lead(args, client, shutdown).await;
+    };
+    let mut elector = leader::Elector::new(client.clone(), cfg);
+    let standby = shutdown.child_token();
+    let lease = format!("{}/{}", elector.config().namespace, elector.config().lease);
+    let server = http::serve_standby(args.metrics_listen, lease, standby.clone()).await?;
+    let forwarder = forward::serve(args.listen, elector.leader_address(), standby.clone()).await?;
+    let acquired = elector.acquire(&shutdown).await;
+    standby.cancel();
+    let _ = tokio::join!(server, forwarder);
+    if !acquired? {
+        return Ok(());
+    }
+    let work = shutdown.child_token();
+    let leading = async {
+        let r = lead(args, client, work.clone()).await;
+        work.cancel();
+        r
+    };
+    let (result, outcome) = tokio::join!(leading, elector.hold(&work));
+    match outcome {
+        leader::Outcome::Stopped => {
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "could not release the leader lease; a standby takes over when it expires");
+            }
+            result
+        }
+        leader::Outcome::Lost(reason) => {
+            result?;
+            anyhow::bail!("lost the leader lease ({reason}); exiting to restart as a standby")
+        }
+    }
+}
+
+/// Runs one leading hub: its Rancher credential, then [`run_with`].
+async fn lead(args: Args, client: kube::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (auth, rotation) = identity::build(&args, &client, &shutdown).await?;
     let result = run_with(args, client, auth, shutdown.clone()).await;
     // The rotation task deletes the hub's current Rancher token when it stops.
@@ -74,6 +115,7 @@ pub async fn run_with(
     if let Some(m) = auth.metrics() {
         hub.metrics.add_identity(&m);
     }
+    hub.metrics.leader.set(1);
     let hub = Arc::new(hub);
     let mut tasks = Vec::new();
     tasks.push(http::serve(args.metrics_listen, hub.clone(), shutdown.clone()).await?);

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// `vclink_hub_owner_api_requests_total{resource,verb}`: Kubernetes requests of owner
     /// sync (`crtb`, the temporary grant `rolebinding`, `cluster` relabels).
     pub owner_api_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    /// `vclink_hub_leader`: 1 while this replica leads (standbys serve 0 themselves).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -101,6 +103,12 @@ impl Metrics {
             "Kubernetes API requests made by owner sync, by resource and verb",
             owner_api_requests.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (always 1 without leader election)",
+            leader.clone(),
+        );
         Self {
             registry,
             agents_connected,
@@ -112,6 +120,7 @@ impl Metrics {
             api_requests,
             owner_binding_errors,
             owner_api_requests,
+            leader,
         }
     }
 

@@ -332,11 +332,14 @@ fn monitoring_and_network_policy_render_when_asked() {
     let sm = find(&objs, "ServiceMonitor", "vclink-hub");
     assert_eq!(sm.value["spec"]["endpoints"][0]["port"], "metrics");
     let np = find(&objs, "NetworkPolicy", "vclink-hub");
+    let from = np.value["spec"]["ingress"][0]["from"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(from.len(), 3, "the two sources of the values, then the hub's own pods");
     assert_eq!(
-        np.value["spec"]["ingress"][0]["from"]
-            .as_array()
-            .map(Vec::len),
-        Some(2)
+        from[2]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "vclink-hub",
+        "standby replicas may forward agent connections to the leader"
     );
     assert!(
         !objs.iter().any(|o| o.kind() == "Secret"),
@@ -609,4 +612,54 @@ fn the_hub_gets_token_rights_only_when_it_manages_its_own_tokens() {
     let pod = pod_spec(find(&managed, "Deployment", "vclink-hub"));
     assert_eq!(env(pod, "VCLINK_RANCHER_USER"), Some("vclink-hub"));
     assert_eq!(env(pod, "VCLINK_RANCHER_TOKEN_FILE"), None);
+}
+
+#[test]
+fn several_replicas_need_leader_election_and_get_only_their_lease() {
+    let objs = rendered("hub-default");
+    let lease = find(&objs, "Lease", "vclink-hub");
+    assert_eq!(lease.namespace(), Some("vclink-system"));
+    let role = find(&objs, "Role", "vclink-hub-leader");
+    assert_eq!(
+        rules(role),
+        vec![serde_json::json!({
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["vclink-hub"],
+            "verbs": ["get", "update"],
+        })],
+        "get/update on the chart's one Lease, nothing else"
+    );
+    let pod = pod_spec(find(&objs, "Deployment", "vclink-hub"));
+    assert_eq!(env(pod, "VCLINK_LEADER_ELECTION"), Some("true"));
+    assert_eq!(env(pod, "VCLINK_LEADER_ELECTION_LEASE"), Some("vclink-hub"));
+    let pod_ip = pod["containers"][0]["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "VCLINK_POD_IP"))
+        .map(|v| v["valueFrom"]["fieldRef"]["fieldPath"].clone());
+    assert_eq!(pod_ip, Some(serde_json::json!("status.podIP")));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let three = dir.path().join("three.yaml");
+    std::fs::write(&three, "replicaCount: 3\n").expect("write");
+    let case = cases::case("hub-default").expect("case");
+    let r = vclink_chart_tests::helm::render_with(case, &[three]).expect("3 replicas render");
+    assert_eq!(r.schema_error, None);
+    let unsafe_values = dir.path().join("two-without-election.yaml");
+    std::fs::write(
+        &unsafe_values,
+        "replicaCount: 2\nleaderElection:\n  enabled: false\n",
+    )
+    .expect("write");
+    let err = vclink_chart_tests::helm::render_with(case, &[unsafe_values])
+        .expect_err("two replicas without leader election must not render");
+    assert!(err.to_string().contains("leaderElection.enabled"), "{err}");
+    let single = dir.path().join("single.yaml");
+    std::fs::write(&single, "leaderElection:\n  enabled: false\n").expect("write");
+    let r = vclink_chart_tests::helm::render_with(case, &[single]).expect("render");
+    let objs = vclink_chart_tests::objects::objects("hub-default", &r).expect("objects");
+    assert!(
+        !objs.iter().any(|o| o.kind() == "Lease" || o.name() == "vclink-hub-leader"),
+        "no Lease and no leader Role without leader election"
+    );
 }

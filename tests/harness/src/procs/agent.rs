@@ -42,6 +42,9 @@ pub struct AgentOptions {
     pub token_audience: Option<String>,
     /// `--namespace-selector`.
     pub namespace_selector: Option<String>,
+    /// Dial this address instead of the hub's own (e.g. a Service in front of several
+    /// hub replicas); the hub's CA still applies.
+    pub hub_url: Option<String>,
     /// More flags, appended last.
     pub extra_args: Vec<String>,
     /// More environment variables.
@@ -100,7 +103,7 @@ impl AgentProcess {
         let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let args = agent_args(
             &opts,
-            &hub.url(),
+            &opts.hub_url.clone().unwrap_or_else(|| hub.url()),
             hub.ca_file(),
             cluster_id,
             &token_file,

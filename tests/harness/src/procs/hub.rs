@@ -40,6 +40,9 @@ pub struct HubOptions {
     pub extra_env: Vec<(String, String)>,
     /// How long to wait for `/readyz` (default 30 s).
     pub ready_timeout: Option<Duration>,
+    /// Sign the serving certificate with this CA (default: a new CA per hub). Replicas
+    /// of one hub behind one address share it, as they share the chart's TLS Secret.
+    pub ca: Option<std::sync::Arc<CertificateAuthority>>,
     /// Verify agents with TokenReviews through this Rancher (`--agent-auth=tokenreview`).
     /// None: the hub runs with the insecure `--agent-auth=trust-claimed` (unless
     /// `extra_args` chooses an `--agent-auth` itself). [`crate::E2eEnv`] fills it in.
@@ -113,7 +116,10 @@ impl HubProcess {
             None
         };
 
-        let ca = CertificateAuthority::new("vclink-test-hub-ca")?;
+        let ca = match &opts.ca {
+            Some(ca) => ca.clone(),
+            None => std::sync::Arc::new(CertificateAuthority::new("vclink-test-hub-ca")?),
+        };
         let serving = ca.issue_server(&["127.0.0.1".to_owned(), "localhost".to_owned()])?;
         let (cert_file, key_file, ca_file) = (p("tls.crt"), p("tls.key"), p("ca.crt"));
         std::fs::write(&cert_file, &serving.cert_pem)?;
@@ -291,6 +297,11 @@ impl HubProcess {
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         self.proc.spawn()?;
         self.wait_ready().await
+    }
+
+    /// The exit status if the hub has exited on its own.
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.try_exit_status()
     }
 
     /// SIGTERM and wait; returns the exit status.

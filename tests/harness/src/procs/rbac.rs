@@ -27,13 +27,15 @@ pub const AGENT_SERVICE_ACCOUNT: &str = "vclink-agent";
 /// Field manager of what the harness applies.
 const MANAGER: &str = "vclink-harness";
 
-/// Kinds that make up a chart's RBAC.
+/// Kinds that make up a chart's RBAC, plus the Lease the hub chart creates for its
+/// leader election (the hub may only get/update it, so it must exist first).
 const RBAC_KINDS: &[&str] = &[
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
+    "Lease",
 ];
 
 /// The RBAC objects of chart case `case` rendered with `extra_values` (YAML text) merged
@@ -85,6 +87,7 @@ fn resource_of(o: &Object) -> anyhow::Result<ApiResource> {
         "Role" => "roles",
         "RoleBinding" => "rolebindings",
         "Namespace" => "namespaces",
+        "Lease" => "leases",
         other => anyhow::bail!("the harness does not apply {other}"),
     };
     Ok(ApiResource::from_gvk_with_plural(
