@@ -336,7 +336,11 @@ fn monitoring_and_network_policy_render_when_asked() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(from.len(), 3, "the two sources of the values, then the hub's own pods");
+    assert_eq!(
+        from.len(),
+        3,
+        "the two sources of the values, then the hub's own pods"
+    );
     assert_eq!(
         from[2]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "vclink-hub",
         "standby replicas may forward agent connections to the leader"
@@ -659,7 +663,9 @@ fn several_replicas_need_leader_election_and_get_only_their_lease() {
     let r = vclink_chart_tests::helm::render_with(case, &[single]).expect("render");
     let objs = vclink_chart_tests::objects::objects("hub-default", &r).expect("objects");
     assert!(
-        !objs.iter().any(|o| o.kind() == "Lease" || o.name() == "vclink-hub-leader"),
+        !objs
+            .iter()
+            .any(|o| o.kind() == "Lease" || o.name() == "vclink-hub-leader"),
         "no Lease and no leader Role without leader election"
     );
 }
