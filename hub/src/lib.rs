@@ -8,9 +8,11 @@
 //! `world` (shared state), `grpc` (service, session state machine, auth seam, scope),
 //! `identity` (TokenReview authentication through Rancher's proxy), `leader` (Lease-based
 //! leader election for several replicas), `forward` (a standby's forwarding to the leader),
-//! `metrics`, `http` (metrics/health), `tls`, `ratelimit`.
+//! `metrics`, `http` (metrics/health), `tls` and `certreload` (serving certificate),
+//! `ratelimit`.
 #![forbid(unsafe_code)]
 
+pub mod certreload;
 pub mod config;
 pub mod decide;
 pub mod forward;

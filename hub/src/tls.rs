@@ -1,5 +1,5 @@
 //! The gRPC listener's TLS: a rustls server config (ring provider, TLS 1.3 only, ALPN
-//! h2) built from the PEM files, and an accept loop that runs handshakes concurrently
+//! h2) serving the PEM files' certificate (reloaded on renewal, `certreload`), and an accept loop that runs handshakes concurrently
 //! (a slow or silent client cannot hold up others) and hands finished connections to
 //! tonic.
 
@@ -22,30 +22,21 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the certificate chain and key and builds a TLS 1.3-only server config.
+/// Builds a TLS 1.3-only server config serving the certificate in `cert`/`key`, re-read
+/// when the files change (`certreload`). A bad pair fails start-up.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
-    let c = std::fs::read(cert)
-        .with_context(|| format!("reading --tls-cert-file {}", cert.display()))?;
-    let k =
-        std::fs::read(key).with_context(|| format!("reading --tls-key-file {}", key.display()))?;
-    let certs = rustls_pemfile::certs(&mut c.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not a PEM certificate file", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "{} holds no PEM certificate",
-        cert.display()
-    );
-    let key = rustls_pemfile::private_key(&mut k.as_slice())
-        .with_context(|| format!("{} is not a PEM key file", key.display()))?
-        .with_context(|| format!("{} holds no PEM private key", key.display()))?;
-    let mut cfg =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .context("TLS 1.3 with the ring provider")?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .context("the TLS certificate and key do not form a usable pair")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = crate::certreload::ReloadingCert::load(
+        cert,
+        key,
+        provider.clone(),
+        crate::certreload::CHECK_INTERVAL,
+    )?;
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the ring provider")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }
