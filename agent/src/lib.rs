@@ -189,6 +189,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let link_cfg = link::LinkConfig {
         hub_url: args.hub_url.clone(),
         trust,
+        hub_ca_file: args.hub_ca_file.clone(),
         cluster_id: args.cluster_id.clone(),
         token_file: args.token_file.clone(),
         instance,

@@ -135,6 +135,7 @@ async fn link_speaks_the_protocol() {
     let cfg = LinkConfig {
         hub_url: format!("https://localhost:{port}"),
         trust: Trust::Pem(ca.cert_pem().to_string()),
+        hub_ca_file: None,
         cluster_id: "c-m-abcd1234".into(),
         token_file,
         instance: "agent-0".into(),

@@ -84,6 +84,9 @@ pub struct LinkConfig {
     pub hub_url: String,
     /// How to verify the hub.
     pub trust: Trust,
+    /// The hub CA file `trust` came from, re-read at every connect so a rotated CA
+    /// (a renewed Secret the kubelet updates in place) needs no agent restart.
+    pub hub_ca_file: Option<PathBuf>,
     /// Claimed Rancher cluster id.
     pub cluster_id: String,
     /// Projected token file.
@@ -169,6 +172,7 @@ pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
     if cfg.trust == Trust::Insecure {
         warn!(hub = %cfg.hub_url, "connecting to the hub WITHOUT verifying its certificate (--insecure-skip-hub-verify)");
     }
+    let trust = current_trust(cfg);
     let endpoint = Endpoint::from_shared(cfg.hub_url.clone())?
         .connect_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(60)))
@@ -177,9 +181,28 @@ pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
         .keep_alive_while_idle(true)
         .tls_config_with_verifier(
             ClientTlsConfig::new().domain_name(host),
-            Arc::new(Tls13Only(verifier(&cfg.trust)?)),
+            Arc::new(Tls13Only(verifier(&trust)?)),
         )?;
     Ok(endpoint.connect().await?)
+}
+
+/// The hub CA as the file holds it now; the last good one if the file is unreadable or
+/// half-written (checked at start-up, so a bad file here is a rotation in progress).
+fn current_trust(cfg: &LinkConfig) -> Trust {
+    let (Some(path), Trust::Pem(_)) = (&cfg.hub_ca_file, &cfg.trust) else {
+        return cfg.trust.clone();
+    };
+    match std::fs::read_to_string(path) {
+        Ok(pem) if crate::tls::roots_from_pem(&pem).is_ok() => Trust::Pem(pem),
+        Ok(_) => {
+            warn!(file = %path.display(), "the hub CA file holds no usable certificate now; using the one read before");
+            cfg.trust.clone()
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot re-read the hub CA file; using the one read before");
+            cfg.trust.clone()
+        }
+    }
 }
 
 /// Keeps a session to the hub up until `cancel` fires.
@@ -410,6 +433,39 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_hub_ca_is_used_at_the_next_connect_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("ca.crt");
+        let first = vclink_envtest::CertificateAuthority::new("first").expect("ca");
+        let second = vclink_envtest::CertificateAuthority::new("second").expect("ca");
+        std::fs::write(&file, first.cert_pem()).expect("write");
+        let cfg = LinkConfig {
+            hub_url: "https://hub.example:8443".into(),
+            trust: Trust::Pem(first.cert_pem().to_owned()),
+            hub_ca_file: Some(file.clone()),
+            cluster_id: "c-m-abcd1234".into(),
+            token_file: dir.path().join("token"),
+            instance: "agent-0".into(),
+        };
+        std::fs::write(&file, second.cert_pem()).expect("write");
+        assert_eq!(
+            current_trust(&cfg),
+            Trust::Pem(second.cert_pem().to_owned())
+        );
+        std::fs::write(&file, "-----BEGIN CERT").expect("write");
+        assert_eq!(
+            current_trust(&cfg),
+            Trust::Pem(first.cert_pem().to_owned()),
+            "a half-written file falls back to the CA read at start-up"
+        );
+        let system = LinkConfig {
+            trust: Trust::System,
+            ..cfg
+        };
+        assert_eq!(current_trust(&system), Trust::System);
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
