@@ -28,6 +28,7 @@ fn prov(mgmt: Option<&str>) -> ProvCluster {
         ready: false,
         deleting: false,
         project: None,
+        version: 0,
     }
 }
 

@@ -46,6 +46,9 @@ pub struct ProvCluster {
     pub deleting: bool,
     /// Label `vclink.io/project` (`p-…`): the host project last recorded for the vCluster.
     pub project: Option<String>,
+    /// `metadata.resourceVersion` as a number (0 when it is not one): orders what a write
+    /// returned against what the watch already delivered.
+    pub version: u64,
 }
 
 /// Connection state of a management cluster as its conditions describe it.
@@ -192,6 +195,22 @@ impl Index {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// Applies a provisioning cluster returned by one of the hub's own writes, so the next
+    /// decision sees it before the watch event arrives. The watch stays the authority: a
+    /// response is not applied over the same object at an equal or newer version (nor
+    /// when versions are not numbers), because a slow writer would otherwise undo what
+    /// Rancher wrote meanwhile — e.g. `status.clusterName`, leaving the vCluster waiting
+    /// for an event that already came. Returns affected keys either way.
+    pub fn apply_prov_written(&mut self, p: ProvCluster) -> Vec<VcKey> {
+        if let Some(cur) = self.prov.get(&p.name)
+            && cur.uid == p.uid
+            && (cur.version >= p.version || p.version == 0)
+        {
+            return p.key.into_iter().collect();
+        }
+        self.apply_prov(p)
     }
 
     /// Removes a provisioning cluster (it is gone from the API); returns affected keys.

@@ -15,6 +15,7 @@ fn prov(name: &str, k: Option<VcKey>, mgmt: Option<&str>) -> ProvCluster {
         ready: false,
         deleting: false,
         project: None,
+        version: 0,
     }
 }
 
@@ -152,4 +153,52 @@ fn operator_clusters_are_found_by_key_until_adopted_or_gone() {
     // Adopted (our label added → leaves the watch's selector) or deleted.
     i.apply_legacy("legacy-a", None);
     assert_eq!(i.legacy_cluster(&key("b")), None);
+}
+
+#[test]
+fn a_slow_write_response_does_not_undo_what_the_watch_delivered() {
+    let mut i = Index::default();
+    let k = key("u1");
+    // The hub created the cluster (version 10); Rancher set status.clusterName at once
+    // (version 11) and the watch delivered that before the creating worker got back.
+    let newer = ProvCluster {
+        version: 11,
+        ..prov("p1", Some(k.clone()), Some("c-m-1"))
+    };
+    let created = ProvCluster {
+        version: 10,
+        ..prov("p1", Some(k.clone()), None)
+    };
+    i.apply_prov(newer);
+    assert_eq!(i.apply_prov_written(created), vec![k.clone()]);
+    assert_eq!(
+        i.prov_for(&k).and_then(|p| p.mgmt_id.as_deref()),
+        Some("c-m-1"),
+        "the older response must not erase the management cluster id"
+    );
+    // A response newer than what the watch delivered is applied (seen before its event).
+    let relabelled = ProvCluster {
+        version: 12,
+        project: Some("p-abc".into()),
+        ..prov("p1", Some(k.clone()), Some("c-m-1"))
+    };
+    i.apply_prov_written(relabelled);
+    assert_eq!(
+        i.prov_for(&k).and_then(|p| p.project.as_deref()),
+        Some("p-abc")
+    );
+    // Unknown versions: the watch is the authority.
+    let unknown = prov("p1", Some(k.clone()), None);
+    i.apply_prov_written(unknown);
+    assert_eq!(
+        i.prov_for(&k).and_then(|p| p.mgmt_id.as_deref()),
+        Some("c-m-1")
+    );
+    // Not known yet at all: applied.
+    let fresh = ProvCluster {
+        version: 5,
+        ..prov("p2", Some(key("u2")), None)
+    };
+    assert_eq!(i.apply_prov_written(fresh), vec![key("u2")]);
+    assert!(i.prov_for(&key("u2")).is_some());
 }

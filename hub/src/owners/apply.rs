@@ -201,7 +201,7 @@ async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(
         .hub
         .world()
         .index
-        .apply_prov(crate::rancher::parse_prov(&patched));
+        .apply_prov_written(crate::rancher::parse_prov(&patched));
     owners.hub.queue.add_all(keys);
     let mgmt: Api<DynamicObject> = Api::all_with(owners.client.clone(), &mgmt_resource());
     call(owners, "cluster", "patch").await;

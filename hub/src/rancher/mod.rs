@@ -126,6 +126,12 @@ pub fn parse_prov(o: &DynamicObject) -> ProvCluster {
             .unwrap_or(false),
         deleting: o.metadata.deletion_timestamp.is_some(),
         project: label(o, vclink_proto::keys::LABEL_PROJECT).map(Into::into),
+        version: o
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     }
 }
 

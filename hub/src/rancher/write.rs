@@ -159,7 +159,7 @@ async fn ensure_cluster_impl(
         {
             Ok(created) => {
                 tracing::info!(host = %key.host, uid = %key.uid, cluster = %name, "created Rancher cluster");
-                let keys = hub.world().index.apply_prov(parse_prov(&created));
+                let keys = hub.world().index.apply_prov_written(parse_prov(&created));
                 hub.queue.add_all(keys);
                 return Ok(());
             }
@@ -174,7 +174,7 @@ async fn ensure_cluster_impl(
                         source,
                     })?;
                 if key_from_labels(&existing).as_ref() == Some(key) {
-                    let keys = hub.world().index.apply_prov(parse_prov(&existing));
+                    let keys = hub.world().index.apply_prov_written(parse_prov(&existing));
                     hub.queue.add_all(keys);
                     return Ok(());
                 }
@@ -222,7 +222,7 @@ async fn adopt(hub: &Hub, r: &Rancher, key: &VcKey, vc: &VCluster) -> Result<boo
             })?;
     }
     tracing::info!(host = %key.host, uid = %key.uid, cluster = %name, "adopted a cluster of the vcluster-rancher-operator");
-    let keys = hub.world().index.apply_prov(prov);
+    let keys = hub.world().index.apply_prov_written(prov);
     hub.queue.add_all(keys);
     Ok(true)
 }
