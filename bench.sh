@@ -9,6 +9,7 @@
 # The first run on a machine may build kube-apiserver from source (see docs/testenv.md).
 set -euo pipefail
 cd "$(dirname "$0")"
+bash tests/envtest/scripts/ensure-build-tools.sh
 # The product, exactly as released (opt-level=z, fat LTO).
 cargo build --release --bins -p vclink-hub -p vclink-agent
 # The load generator only needs to be fast, not small: skip fat LTO to save build time.

@@ -5,6 +5,7 @@
 # First run: installs etcd/Go from Debian (needs root) and builds kube-apiserver (~5-10 min).
 set -euo pipefail
 cd "$(dirname "$0")"
+bash tests/envtest/scripts/ensure-build-tools.sh
 echo "== building vclink (hub, agent, demo)"
 cargo build --workspace --bins --quiet
 exec target/debug/vclink-demo "$@"

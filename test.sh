@@ -4,4 +4,5 @@
 # First run: installs etcd/Go from Debian (needs root) and builds kube-apiserver (~5-10 min).
 set -euo pipefail
 cd "$(dirname "$0")"
+bash tests/envtest/scripts/ensure-build-tools.sh
 exec cargo test --workspace --no-fail-fast "$@"
