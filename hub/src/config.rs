@@ -241,6 +241,11 @@ pub struct Args {
     #[arg(long, env = "VCLINK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// How often every known vCluster is re-evaluated from memory (a safety net under the
+    /// event-driven reconcile: no API request unless something is behind); 0 disables.
+    #[arg(long, env = "VCLINK_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
     /// Run several replicas safely: only the holder of a coordination.k8s.io Lease serves
     /// agents and writes to Rancher; the others stand by and take over when it goes.
     #[arg(long, env = "VCLINK_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -8,7 +8,7 @@
 //! `world` (shared state), `grpc` (service, session state machine, auth seam, scope),
 //! `identity` (TokenReview authentication through Rancher's proxy), `leader` (Lease-based
 //! leader election for several replicas), `forward` (a standby's forwarding to the leader),
-//! `metrics`, `http` (metrics/health), `tls` and `certreload` (serving certificate),
+//! `resync` (periodic re-evaluation from memory), `metrics`, `http` (metrics/health), `tls` and `certreload` (serving certificate),
 //! `ratelimit`.
 #![forbid(unsafe_code)]
 
@@ -27,6 +27,7 @@ pub mod queue;
 pub mod rancher;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod resync;
 pub mod tls;
 pub mod world;
 
@@ -122,6 +123,11 @@ pub async fn run_with(
     let mut tasks = Vec::new();
     tasks.push(http::serve(args.metrics_listen, hub.clone(), shutdown.clone()).await?);
     tasks.push(tokio::spawn(queue.run_delays(delay_rx, shutdown.clone())));
+    tasks.push(tokio::spawn(resync::run(
+        hub.clone(),
+        args.resync_interval,
+        shutdown.clone(),
+    )));
     tasks.extend(rancher::watch::spawn_all(
         client.clone(),
         hub.clone(),
