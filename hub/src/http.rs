@@ -38,11 +38,14 @@ fn respond_leader(hub: &Hub, path: &str) -> (StatusCode, String) {
 
 fn respond_standby(lease: &str, path: &str) -> (StatusCode, String) {
     match path {
+        // Only the leader gauge: a standby has no state to report.
         "/metrics" => (
             StatusCode::OK,
-            "# HELP vclink_hub_leader 1 while this replica holds the leader lease.\n\
-             # TYPE vclink_hub_leader gauge\nvclink_hub_leader 0\n# EOF\n"
-                .to_string(),
+            format!(
+                "# HELP vclink_hub_leader {}.\n# TYPE vclink_hub_leader gauge\n\
+                 vclink_hub_leader 0\n# EOF\n",
+                crate::metrics::LEADER_HELP
+            ),
         ),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" => (

@@ -1,7 +1,7 @@
 //! Leader election over a `coordination.k8s.io/v1` Lease, so the hub can run as several
 //! replicas. The hub keeps every agent stream and the reconcile state in memory, so
 //! exactly one replica may serve agents and write to Rancher: the Lease holder. The
-//! others stand by (live, ready to take over, not serving gRPC) and retry.
+//! others stand by (live, ready to take over, forwarding agents to the leader) and retry.
 //!
 //! The algorithm is client-go's: a standby takes the Lease only when its record has not
 //! changed for the lease duration *as observed on this replica's own clock* (so clock
@@ -112,6 +112,18 @@ struct Record {
     holder: String,
     renew: Option<String>,
     duration: i32,
+}
+
+impl Record {
+    /// The fields of `spec` whose change means the holder is alive; a missing duration
+    /// counts as `default_duration`.
+    fn of(spec: &LeaseSpec, default_duration: i32) -> Self {
+        Record {
+            holder: spec.holder_identity.clone().unwrap_or_default(),
+            renew: spec.renew_time.as_ref().map(|t| t.0.to_string()),
+            duration: spec.lease_duration_seconds.unwrap_or(default_duration),
+        }
+    }
 }
 
 /// One replica's view of the election.
@@ -281,18 +293,13 @@ impl Elector {
                 }),
             };
             return match self.leases.create(&PostParams::default(), &lease).await {
-                Ok(l) => self.won(&l).map(Some),
+                Ok(l) => Ok(Some(self.won(&l))),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
                 Err(e) => Err(e),
             };
         };
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let record = Record {
-            holder: holder.clone(),
-            renew: spec.renew_time.as_ref().map(|t| t.0.to_string()),
-            duration: spec.lease_duration_seconds.unwrap_or(duration),
-        };
+        let record = Record::of(lease.spec.get_or_insert_with(LeaseSpec::default), duration);
+        let holder = record.holder.clone();
         let held_for = u64::try_from(record.duration.max(1)).unwrap_or(1);
         let seen_at = match &self.observed {
             Some((r, at)) if *r == record => *at,
@@ -337,24 +344,18 @@ impl Elector {
             .replace(&self.cfg.lease, &PostParams::default(), &lease)
             .await
         {
-            Ok(l) => self.won(&l).map(Some),
+            Ok(l) => Ok(Some(self.won(&l))),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn won(&mut self, lease: &Lease) -> Result<bool, kube::Error> {
+    /// Records the Lease this replica just wrote; always `true` (it holds it).
+    fn won(&mut self, lease: &Lease) -> bool {
         let spec = lease.spec.clone().unwrap_or_default();
-        self.observed = Some((
-            Record {
-                holder: spec.holder_identity.unwrap_or_default(),
-                renew: spec.renew_time.map(|t| t.0.to_string()),
-                duration: spec.lease_duration_seconds.unwrap_or(0),
-            },
-            Instant::now(),
-        ));
+        self.observed = Some((Record::of(&spec, 0), Instant::now()));
         self.holder = Some(self.cfg.identity.clone());
-        Ok(true)
+        true
     }
 }
 

@@ -7,9 +7,9 @@
 //! Rancher objects), `decide` (pure decisions), `reconcile` (I/O), `queue` (work queue),
 //! `world` (shared state), `grpc` (service, session state machine, auth seam, scope),
 //! `identity` (TokenReview authentication through Rancher's proxy), `leader` (Lease-based
-//! leader election for several replicas), `forward` (a standby's forwarding to the leader),
-//! `resync` (periodic re-evaluation from memory), `metrics`, `http` (metrics/health), `tls` and `certreload` (serving certificate),
-//! `ratelimit`.
+//! leader election for several replicas), `forward` (a standby's forwarding to the
+//! leader), `resync` (periodic re-evaluation from memory), `metrics`, `http`
+//! (metrics/health), `tls` and `certreload` (serving certificate), `ratelimit`.
 #![forbid(unsafe_code)]
 
 pub mod certreload;

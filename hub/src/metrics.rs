@@ -10,6 +10,10 @@ use prometheus_client::registry::Registry;
 
 type Labels = [(&'static str, &'static str); 1];
 
+/// Help text of `vclink_hub_leader`, also served by a standby (see `http.rs`).
+pub const LEADER_HELP: &str =
+    "1 while this replica holds the leader lease (always 1 without leader election)";
+
 /// All hub metrics.
 pub struct Metrics {
     registry: Registry,
@@ -104,11 +108,7 @@ impl Metrics {
             owner_api_requests.clone(),
         );
         let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease (always 1 without leader election)",
-            leader.clone(),
-        );
+        registry.register("leader", LEADER_HELP, leader.clone());
         Self {
             registry,
             agents_connected,

@@ -1,7 +1,7 @@
 //! The gRPC listener's TLS: a rustls server config (ring provider, TLS 1.3 only, ALPN
-//! h2) serving the PEM files' certificate (reloaded on renewal, `certreload`), and an accept loop that runs handshakes concurrently
-//! (a slow or silent client cannot hold up others) and hands finished connections to
-//! tonic.
+//! h2) serving the PEM files' certificate (reloaded on renewal, `certreload`), and an
+//! accept loop that runs handshakes concurrently (a slow or silent client cannot hold up
+//! others) and hands finished connections to tonic.
 
 use std::path::Path;
 use std::pin::Pin;
