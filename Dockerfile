@@ -8,7 +8,7 @@
 # creates name their binary explicitly; the hub chart relies on the ENTRYPOINT.
 #
 # An air-gapped install mirrors this single image (no kubectl/curl helper images).
-# `tests/charts` checks that the paths named here exist in a release build and answer
+# `tests/packaging` checks that the paths named here exist in a release build and answer
 # --help (no Docker engine runs in CI).
 
 ARG RUST_VERSION=1
@@ -40,7 +40,7 @@ LABEL org.opencontainers.image.title="vclink" \
       org.opencontainers.image.description="vclink hub, agent and registration Job: vClusters in Rancher downstream clusters appear in Rancher as clusters of their own" \
       org.opencontainers.image.source="https://github.com/vclink/vclink" \
       org.opencontainers.image.url="https://github.com/vclink/vclink" \
-      org.opencontainers.image.documentation="https://github.com/vclink/vclink/blob/main/charts/README.md" \
+      org.opencontainers.image.documentation="https://github.com/vclink/vclink/blob/main/docs/install.md" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="vclink" \
       org.opencontainers.image.version="${VERSION}" \

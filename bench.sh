@@ -20,6 +20,6 @@ mkdir -p target/bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 VCLINK_BIN_DIR="$PWD/target/release" target/release/vclink-bench --out target/bench "$@"
 if [[ -f target/bench/binary-size.txt ]]; then
-  echo "binary sizes from tests/charts/scripts/check-image.sh:"
+  echo "binary sizes from tests/packaging/scripts/check-image.sh:"
   cat target/bench/binary-size.txt
 fi

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash tests/envtest/scripts/ensure-build-tools.sh
+# Live progress of a first run's kube-apiserver build (with a heartbeat); cached after.
+bash tests/envtest/scripts/install-kube.sh >/dev/null
 echo "== building vclink (hub, agent, demo)"
 cargo build --workspace --bins --quiet
 exec target/debug/vclink-demo "$@"

@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash tests/envtest/scripts/ensure-build-tools.sh
+# The Kubernetes binaries first, outside the test runner's capture, so a first run's
+# install and build show their steps (and a heartbeat) live; later runs find the cache.
+bash tests/envtest/scripts/install-kube.sh >/dev/null
 exec cargo test --workspace --no-fail-fast "$@"

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::watch::CatalogRx;
+use vclink_proto::v1::exclusion::Kind;
 
 /// The response for a request line's path.
 pub fn respond(path: &str, catalog: &crate::watch::Catalog) -> (u16, String) {
@@ -25,10 +26,24 @@ pub fn respond(path: &str, catalog: &crate::watch::Catalog) -> (u16, String) {
             200,
             format!(
                 "# HELP vclink_agent_vclusters vClusters reported to the hub.\n# TYPE vclink_agent_vclusters gauge\n\
-                 vclink_agent_vclusters {}\n# HELP vclink_agent_vclusters_refused vClusters refused by validation.\n\
-                 # TYPE vclink_agent_vclusters_refused gauge\nvclink_agent_vclusters_refused {}\n",
+                 vclink_agent_vclusters {}\n# HELP vclink_agent_vclusters_refused vClusters reported invalid (a field failed validation).\n\
+                 # TYPE vclink_agent_vclusters_refused gauge\nvclink_agent_vclusters_refused {}\n\
+                 # HELP vclink_agent_vclusters_excluded vClusters reported but excluded from import (any reason).\n\
+                 # TYPE vclink_agent_vclusters_excluded gauge\nvclink_agent_vclusters_excluded {}\n",
                 catalog.vclusters.len(),
-                catalog.refused.len()
+                catalog
+                    .vclusters
+                    .values()
+                    .filter(|v| v
+                        .exclusion
+                        .as_ref()
+                        .is_some_and(|x| x.kind() == Kind::Invalid))
+                    .count(),
+                catalog
+                    .vclusters
+                    .values()
+                    .filter(|v| v.exclusion.is_some())
+                    .count()
             ),
         ),
         _ => (404, "not found\n".into()),

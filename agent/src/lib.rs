@@ -8,14 +8,15 @@
 //! (annotations and Events), [`register`] (the Job's work), [`tls`], [`health`].
 #![forbid(unsafe_code)]
 
+// Public: what the binary's tests and the component tests use; the rest is crate-only.
 pub mod config;
-pub mod health;
+pub(crate) mod health;
 pub mod jobs;
 pub mod link;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod record;
 pub mod register;
-pub mod status;
+pub(crate) mod status;
 pub mod tls;
 pub mod watch;
 
@@ -23,7 +24,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -33,20 +33,68 @@ use config::{Cli, Command, LogFormat, RunArgs};
 /// Capacity of the queues between the agent's tasks.
 const QUEUE: usize = 256;
 
-/// Sets up logging (`RUST_LOG` filters, default `info`).
-pub fn init_tracing(format: LogFormat) {
+/// Sets up logging to stderr (`RUST_LOG` filters, default `info`), coloured only when
+/// stderr is a terminal so piped and collected logs carry no escape codes.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
 
+/// An error and its causes on one line, each cause once: a cause whose text its parent
+/// already quotes (a `{0}`-formatted source) is not repeated, and line breaks inside a
+/// message become spaces.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Whether this process was started as the kubectl plugin (`kubectl-vclink`, e.g. via a
+/// symlink to `vclink-agent`): kubectl runs `kubectl-vclink status` for `kubectl vclink status`.
+fn invoked_as_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .is_some_and(|n| n == "kubectl-vclink")
+}
+
 /// The binary's `main`: parses the command line and runs the subcommand.
 pub fn main_entry() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    if invoked_as_kubectl_plugin() {
+        command = command.name("kubectl vclink").bin_name("kubectl vclink");
+    }
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tls::install_default_provider();
     match cli.command {
         Command::Run(args) => {
@@ -82,17 +130,41 @@ fn block_on(
     match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: as a log line when logging is set up (so JSON pipelines see it),
+            // otherwise as the one line on stderr.
+            let line = one_line(&e);
             if log {
-                error!("{e:#}");
+                error!(error = %line, "{who} stopped");
+            } else {
+                eprintln!("{who}: {line}");
             }
-            eprintln!("{who}: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Kubernetes client settings from KUBECONFIG (or ~/.kube/config) or the in-cluster
+/// ServiceAccount, failing with a sentence that names the file it tried.
+pub(crate) async fn kube_config() -> anyhow::Result<kube::Config> {
+    match kube::Config::infer().await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let source = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+                Some(path) => format!(
+                    "KUBECONFIG={} cannot be used; point KUBECONFIG at a readable kubeconfig file",
+                    std::path::PathBuf::from(path).display()
+                ),
+                None => "no Kubernetes credentials: not in a pod with a ServiceAccount and no \
+                         KUBECONFIG or ~/.kube/config; set KUBECONFIG"
+                    .to_string(),
+            };
+            Err(anyhow::Error::new(e).context(source))
+        }
+    }
+}
+
 /// Checks the start-up inputs, failing with a sentence that says what to do.
-pub fn trust_from_args(args: &RunArgs) -> anyhow::Result<tls::Trust> {
+fn trust_from_args(args: &RunArgs) -> anyhow::Result<tls::Trust> {
     if args.insecure_skip_hub_verify {
         return Ok(tls::Trust::Insecure);
     }
@@ -110,14 +182,81 @@ pub fn trust_from_args(args: &RunArgs) -> anyhow::Result<tls::Trust> {
     }
 }
 
-/// Runs the agent until SIGTERM or ctrl-c.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if !args.hub_url.starts_with("https://") {
-        bail!(
-            "--hub-url must be an https:// URL of the vclink hub, got {:?}",
-            args.hub_url
-        );
+/// What the agent's Kubernetes-side tasks need.
+pub struct ClusterTasks {
+    /// Client of the downstream cluster.
+    pub client: kube::Client,
+    /// Label selector limiting the watched Namespaces (`--namespace-selector`).
+    pub namespace_selector: Option<String>,
+    /// Image and resources of the registration Jobs.
+    pub jobs: jobs::JobSettings,
+    /// Sustained rate of the agent's Kubernetes writes (`--kube-qps`).
+    pub kube_qps: f64,
+    /// Burst of the agent's Kubernetes writes (`--kube-burst`).
+    pub kube_burst: u32,
+    /// Pod name reported on Events.
+    pub instance: String,
+}
+
+/// Starts the agent's Kubernetes side on `tasks` — the shared watches, the recorder and
+/// the Job controller, writing through one rate limiter — and returns the ends the hub
+/// link uses. The binary hands them to [`link::run`]; the component test plays the hub
+/// with them, so both run the same wiring.
+pub fn spawn_cluster_tasks(
+    tasks: &mut tokio::task::JoinSet<()>,
+    settings: ClusterTasks,
+    cancel: &CancellationToken,
+) -> link::LinkChannels {
+    let ClusterTasks {
+        client,
+        namespace_selector,
+        jobs: job_settings,
+        kube_qps,
+        kube_burst,
+        instance,
+    } = settings;
+    let limiter = ratelimit::RateLimiter::new(kube_qps, kube_burst);
+    let (catalog_tx, catalog_rx) = watch::channel();
+    let (records_tx, records_rx) = mpsc::channel(QUEUE);
+    let (reg_tx, reg_rx) = mpsc::channel(QUEUE);
+    let (progress_tx, progress_rx) = mpsc::channel(QUEUE);
+    tasks.spawn(watch::run(
+        client.clone(),
+        namespace_selector,
+        catalog_tx,
+        cancel.clone(),
+    ));
+    tasks.spawn(
+        record::Writer::new(
+            client.clone(),
+            catalog_rx.clone(),
+            limiter.clone(),
+            instance,
+        )
+        .run(records_rx, cancel.clone()),
+    );
+    tasks.spawn(
+        jobs::JobController::new(
+            client,
+            job_settings,
+            catalog_rx.clone(),
+            limiter,
+            records_tx.clone(),
+            progress_tx,
+        )
+        .run(reg_rx, cancel.clone()),
+    );
+    link::LinkChannels {
+        catalog: catalog_rx,
+        registrations: reg_tx,
+        records: records_tx,
+        progress: progress_rx,
     }
+}
+
+/// Runs the agent until SIGTERM or ctrl-c.
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    link::check_hub_url(&args.hub_url)?;
     if !vclink_proto::validate::is_dns1123_label(&args.cluster_id) {
         bail!(
             "--cluster-id {:?} is not a Rancher cluster id; set it to this cluster's management cluster id (e.g. c-m-ab12cd34)",
@@ -125,16 +264,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let trust = trust_from_args(&args)?;
-    link::read_token(&args.token_file).with_context(|| {
-        format!(
-            "the agent needs a projected ServiceAccount token with audience {} at {} (or set --token-file)",
-            vclink_proto::TOKEN_AUDIENCE,
-            args.token_file.display()
-        )
-    })?;
-    let kube_config = kube::Config::infer().await.context(
-        "cannot find Kubernetes credentials; run in a pod with a ServiceAccount or set KUBECONFIG",
-    )?;
+    // The error names the file and the fix itself.
+    link::read_token(&args.token_file)?;
+    let kube_config = kube_config().await?;
     let client =
         kube::Client::try_from(kube_config).context("cannot build the Kubernetes client")?;
     let instance = std::env::var("HOSTNAME")
@@ -145,47 +277,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
 
-    let limiter = ratelimit::RateLimiter::new(args.kube_qps, args.kube_burst);
-    let (catalog_tx, catalog_rx) = watch::channel();
-    let (records_tx, records_rx) = mpsc::channel(QUEUE);
-    let (reg_tx, reg_rx) = mpsc::channel(QUEUE);
-    let (progress_tx, progress_rx) = mpsc::channel(QUEUE);
-
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch::run(
-        client.clone(),
-        args.namespace_selector.clone(),
-        catalog_tx,
-        records_tx.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(
-        record::Writer::new(
-            client.clone(),
-            catalog_rx.clone(),
-            limiter.clone(),
-            instance.clone(),
-        )
-        .run(records_rx, cancel.clone()),
-    );
-    let settings = jobs::JobSettings {
-        image: args.job_image.clone(),
-        cpu_request: args.job_cpu_request.clone(),
-        cpu_limit: args.job_cpu_limit.clone(),
-        memory_request: args.job_memory_request.clone(),
-        memory_limit: args.job_memory_limit.clone(),
+    let settings = ClusterTasks {
+        client,
+        namespace_selector: args.namespace_selector.clone(),
+        jobs: args.job_settings(),
+        kube_qps: args.kube_qps,
+        kube_burst: args.kube_burst,
+        instance: instance.clone(),
     };
-    tasks.spawn(
-        jobs::JobController::new(
-            client.clone(),
-            settings,
-            catalog_rx.clone(),
-            limiter,
-            records_tx.clone(),
-            progress_tx,
-        )
-        .run(reg_rx, cancel.clone()),
-    );
+    let channels = spawn_cluster_tasks(&mut tasks, settings, &cancel);
+    let catalog_rx = channels.catalog.clone();
     let link_cfg = link::LinkConfig {
         hub_url: args.hub_url.clone(),
         trust,
@@ -193,12 +295,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         cluster_id: args.cluster_id.clone(),
         token_file: args.token_file.clone(),
         instance,
-    };
-    let channels = link::LinkChannels {
-        catalog: catalog_rx.clone(),
-        registrations: reg_tx,
-        records: records_tx,
-        progress: progress_rx,
     };
     tasks.spawn(link::run(link_cfg, channels, cancel.clone()));
     if let Some(addr) = args.metrics_addr {

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Why a trust configuration could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The PEM text held no usable certificate.
     #[error("the CA bundle contains no PEM certificate")]
     NoCertificates,
@@ -43,7 +44,7 @@ pub enum Trust {
 }
 
 /// The ring crypto provider every TLS connection of the agent uses.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -54,10 +55,9 @@ pub fn install_default_provider() {
 }
 
 /// Parses a PEM bundle into a root store.
-pub fn roots_from_pem(pem: &str) -> Result<RootCertStore, TlsError> {
+pub(crate) fn roots_from_pem(pem: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    let mut reader = std::io::BufReader::new(pem.as_bytes());
-    for cert in rustls_pemfile::certs(&mut reader) {
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
         let cert = cert.map_err(|e| TlsError::BadPem(e.to_string()))?;
         roots
             .add(cert)
@@ -70,7 +70,7 @@ pub fn roots_from_pem(pem: &str) -> Result<RootCertStore, TlsError> {
 }
 
 /// Loads the system trust store.
-pub fn system_roots() -> Result<RootCertStore, TlsError> {
+pub(crate) fn system_roots() -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     let loaded = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
@@ -81,7 +81,7 @@ pub fn system_roots() -> Result<RootCertStore, TlsError> {
 }
 
 /// The verifier for a trust choice.
-pub fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+pub(crate) fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
     let roots = match trust {
         Trust::Insecure => return Ok(Arc::new(AcceptAnyServerCert::new())),
         Trust::Pem(pem) => roots_from_pem(pem)?,
@@ -94,7 +94,10 @@ pub fn verifier(trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, TlsError> 
 }
 
 /// A complete client configuration (no client certificate) for a trust choice.
-pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
+pub(crate) fn client_config(
+    trust: &Trust,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
     let v = verifier(trust)?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -111,7 +114,7 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> Result<rustls::ClientConf
 /// such signature, so only TLS 1.3 sessions complete. (rustls has no TLS 1.2 suite
 /// without a signed key exchange.)
 #[derive(Debug)]
-pub struct Tls13Only(pub Arc<dyn ServerCertVerifier>);
+pub(crate) struct Tls13Only(pub Arc<dyn ServerCertVerifier>);
 
 impl ServerCertVerifier for Tls13Only {
     fn verify_server_cert(
@@ -154,7 +157,7 @@ impl ServerCertVerifier for Tls13Only {
 /// Accepts any server certificate (still checks handshake signatures so the session is
 /// at least bound to the presented key). Only for explicitly insecure modes.
 #[derive(Debug)]
-pub struct AcceptAnyServerCert {
+pub(crate) struct AcceptAnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -230,12 +233,11 @@ mod tests {
         use std::sync::Arc;
         let ca = vclink_envtest::CertificateAuthority::new("t").expect("ca");
         let leaf = ca.issue_server(&["localhost".to_string()]).expect("leaf");
-        let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+        let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("certs");
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .expect("key")
-            .expect("key");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(server_versions)
             .expect("versions")

@@ -14,11 +14,11 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vclink_agent::jobs::{JobController, JobSettings, Registration};
-use vclink_agent::ratelimit::RateLimiter;
-use vclink_agent::record::{RecordOp, Writer};
+use vclink_agent::jobs::{JobSettings, Registration};
+use vclink_agent::link::LinkChannels;
+use vclink_agent::record::RecordOp;
+use vclink_agent::{ClusterTasks, spawn_cluster_tasks};
 use vclink_proto::v1::registration_progress::Phase;
 use vclink_proto::v1::{State, TlsMode};
 use vclink_proto::{Secret as Credential, keys};
@@ -113,40 +113,58 @@ async fn watches_record_and_run_registration_jobs() {
     let client = cluster.client().await.expect("client");
     let uid = setup(&client).await;
     let cancel = CancellationToken::new();
-    let limiter = RateLimiter::new(50.0, 10);
+
+    // The agent's own wiring of its Kubernetes side; the test plays the hub link.
+    let mut tasks = tokio::task::JoinSet::new();
+    let settings = ClusterTasks {
+        client: client.clone(),
+        namespace_selector: None,
+        jobs: JobSettings {
+            image: "vclink-agent:test".into(),
+            cpu_request: "50m".into(),
+            cpu_limit: "500m".into(),
+            memory_request: "64Mi".into(),
+            memory_limit: "128Mi".into(),
+            ..Default::default()
+        },
+        kube_qps: 50.0,
+        kube_burst: 10,
+        instance: "test".into(),
+    };
+    let LinkChannels {
+        catalog: catalog_rx,
+        registrations: reg_tx,
+        records: records_tx,
+        progress: mut progress_rx,
+    } = spawn_cluster_tasks(&mut tasks, settings, &cancel);
 
     // Watches → catalog.
-    let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();
-    let (records_tx, records_rx) = mpsc::channel(16);
-    tokio::spawn(vclink_agent::watch::run(
-        client.clone(),
-        None,
-        catalog_tx,
-        records_tx.clone(),
-        cancel.clone(),
-    ));
     let catalog = eventually(20, "the initial catalog", || {
         let c = catalog_rx.borrow().clone();
         async move { c.ready.then_some(c) }
     })
     .await;
+    let imported: Vec<_> = catalog
+        .vclusters
+        .values()
+        .filter(|v| v.exclusion.is_none())
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(imported, vec!["vc1"], "only vc1 is to be imported");
+    let excluded: Vec<_> = catalog
+        .vclusters
+        .values()
+        .filter(|v| v.exclusion.is_some())
+        .map(|v| v.name.as_str())
+        .collect();
     assert_eq!(
-        catalog.vclusters.keys().collect::<Vec<_>>(),
-        vec![&uid],
-        "only vc1 is a reported vCluster"
+        excluded,
+        vec!["vc2"],
+        "the opted-out vc2 is reported excluded, the headless Service not at all"
     );
     assert_eq!(catalog.vclusters[&uid].project_id, "c-m-abcd1234:p-xk2lm");
 
     // Recorder → annotations + Event.
-    tokio::spawn(
-        Writer::new(
-            client.clone(),
-            catalog_rx.clone(),
-            limiter.clone(),
-            "test".into(),
-        )
-        .run(records_rx, cancel.clone()),
-    );
     records_tx
         .send(RecordOp::Status {
             uid: uid.clone(),
@@ -190,26 +208,6 @@ async fn watches_record_and_run_registration_jobs() {
     .await;
 
     // Job controller: exactly one Job, Secret owned by it, failure reported and cleaned up.
-    let (reg_tx, reg_rx) = mpsc::channel(4);
-    let (progress_tx, mut progress_rx) = mpsc::channel(16);
-    let settings = JobSettings {
-        image: "vclink-agent:test".into(),
-        cpu_request: "50m".into(),
-        cpu_limit: "500m".into(),
-        memory_request: "64Mi".into(),
-        memory_limit: "128Mi".into(),
-    };
-    tokio::spawn(
-        JobController::new(
-            client.clone(),
-            settings,
-            catalog_rx.clone(),
-            limiter,
-            records_tx.clone(),
-            progress_tx,
-        )
-        .run(reg_rx, cancel.clone()),
-    );
     let reg = Registration {
         uid: uid.clone(),
         rancher_cluster_id: "c-m-xyz12345".into(),
@@ -279,4 +277,5 @@ async fn watches_record_and_run_registration_jobs() {
     })
     .await;
     cancel.cancel();
+    while tasks.join_next().await.is_some() {}
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vclink_agent::config::{LogFormat, RegisterArgs};
@@ -51,12 +53,10 @@ async fn rancher_stub(ca: &CertificateAuthority) -> String {
     let id = ca
         .issue_server(&["127.0.0.1".into(), "localhost".into()])
         .expect("server cert");
-    let certs: Vec<_> = rustls_pemfile::certs(&mut id.cert_pem.as_bytes())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .expect("certs");
-    let key = rustls_pemfile::private_key(&mut id.key_pem.as_bytes())
-        .expect("key")
-        .expect("a key");
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).expect("a key");
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -145,24 +145,28 @@ pub struct Args {
     #[arg(long, env = "VCLINK_OWNER_ROLE_MAPPING")]
     pub owner_role_mapping: Option<String>,
 
-    /// ClusterRole the hub binds its own ServiceAccount to (a RoleBinding in the vCluster
-    /// cluster's `c-m-` namespace, removed again right after) while it creates owner CRTBs,
-    /// so Rancher's escalation check sees the granted role's rules as held. Unset: the
-    /// hub's standing permissions must pass that check. Needs --owner-grant-service-account.
-    #[arg(
-        long,
-        env = "VCLINK_OWNER_GRANT_CLUSTER_ROLE",
-        requires = "owner_grant_service_account"
-    )]
+    /// The Rancher User (`management.cattle.io/v3` name, e.g. `u-abc12` or `vclink-hub`)
+    /// the hub impersonates to create provisioning clusters and to create and delete
+    /// owner CRTBs. Rancher makes that user the creator, and so the owner, of exactly the
+    /// clusters the hub creates; owner CRTBs then pass Rancher's escalation check through
+    /// that ownership, and the hub's ServiceAccount needs only `impersonate` on this one
+    /// user. Default: --rancher-user. Unset (and no --rancher-user): the ServiceAccount
+    /// itself creates clusters (with `no-creator-rbac`) and CRTBs, which Rancher admits
+    /// only if that account already holds every right it grants.
+    #[arg(long, env = "VCLINK_IMPERSONATE_USER", value_name = "RANCHER_USER")]
+    pub impersonate_user: Option<String>,
+
+    /// Deprecated and ignored (a warning is logged): the hub no longer binds itself to a
+    /// ClusterRole to pass the escalation check; see --impersonate-user.
+    #[arg(long, env = "VCLINK_OWNER_GRANT_CLUSTER_ROLE", hide = true)]
     pub owner_grant_cluster_role: Option<String>,
 
-    /// The hub's own ServiceAccount as `<namespace>/<name>` (the subject of the
-    /// --owner-grant-cluster-role binding).
+    /// Deprecated and ignored, like --owner-grant-cluster-role.
     #[arg(
         long,
         env = "VCLINK_OWNER_GRANT_SERVICE_ACCOUNT",
         value_name = "NAMESPACE/NAME",
-        requires = "owner_grant_cluster_role"
+        hide = true
     )]
     pub owner_grant_service_account: Option<String>,
 
@@ -286,6 +290,17 @@ pub struct Args {
     /// This hub's Pod name (downward API), the first part of its leader identity.
     #[arg(long, env = "VCLINK_POD_NAME")]
     pub pod_name: Option<String>,
+}
+
+impl Args {
+    /// The Rancher user the hub acts as for cluster and owner-CRTB writes:
+    /// --impersonate-user, else --rancher-user; `None` when both are unset or empty.
+    pub fn acting_user(&self) -> Option<&str> {
+        self.impersonate_user
+            .as_deref()
+            .or(self.rancher_user.as_deref())
+            .filter(|u| !u.is_empty())
+    }
 }
 
 /// Parses `300`, `300s`, `5m`, `1h`, `250ms`.

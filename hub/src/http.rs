@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::world::Hub;
+use crate::state::Hub;
 
 /// Status and body for one path.
 type Responder = Arc<dyn Fn(&str) -> (StatusCode, String) + Send + Sync>;

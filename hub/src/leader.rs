@@ -14,7 +14,7 @@
 //! a rolling update never waits on a standby). The leader writes its own address
 //! (`--pod-ip` and the gRPC port) into the Lease's `vclink.io/leader-address` annotation;
 //! a standby forwards every gRPC connection it receives there, byte for byte (TLS stays
-//! end to end, `forward.rs`). This needs `get`/`update` on the one Lease object and
+//! end to end, `grpc::forward`). This needs `get`/`update` on the one Lease object and
 //! nothing else: no Pod labels, no Endpoints.
 //!
 //! Hand-written rather than a crate: the maintained lease crates lag kube's major

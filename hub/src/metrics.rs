@@ -124,9 +124,10 @@ impl Metrics {
         }
     }
 
-    /// Registers the identity metrics (TokenReviews, Rancher token rotation).
-    pub fn add_identity(&mut self, m: &crate::identity::IdentityMetrics) {
-        m.register(&mut self.registry);
+    /// Lets a part of the hub register metrics of its own in the hub's registry (the
+    /// identity metrics: TokenReviews, Rancher token rotation).
+    pub fn register(&mut self, add: impl FnOnce(&mut Registry)) {
+        add(&mut self.registry);
     }
 
     /// Counts a refusal.

@@ -6,15 +6,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
-use rand::Rng;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
-use crate::index::VcKey;
+use crate::core::VcKey;
+use crate::core::backoff::Backoff;
 
 /// Most distinct keys waiting; beyond it new keys are dropped (and come back with the
 /// next event or snapshot). 50,000 vClusters fit many times over.
@@ -95,7 +95,7 @@ impl Queue {
             *n = n.saturating_add(1);
             *n
         };
-        self.add_at(key, Instant::now() + backoff(n));
+        self.add_at(key, Instant::now() + Backoff::RECONCILE.delay(n));
     }
 
     /// Forgets the error count of a key after a success.
@@ -138,11 +138,13 @@ impl Queue {
     }
 
     /// Number of keys waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().order.len()
     }
 
     /// True when nothing waits.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -183,16 +185,10 @@ impl Queue {
     }
 }
 
-/// 1 s, 2 s, 4 s … capped at 5 min, times a jitter in [0.5, 1.5).
-pub fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(9));
-    let capped = base.min(Duration::from_secs(300));
-    capped.mul_f64(rand::rng().random_range(0.5..1.5))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn k(u: &str) -> VcKey {
         VcKey::new("h", u)
@@ -225,12 +221,5 @@ mod tests {
             .unwrap();
         assert_eq!(got, Some(k("a")));
         stop.cancel();
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) < Duration::from_secs(2));
-        assert!(backoff(30) <= Duration::from_secs(450));
-        assert!(backoff(5) >= Duration::from_secs(8));
     }
 }

@@ -18,8 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use vclink_hub::config::Args;
-use vclink_hub::grpc::auth::TrustClaimedCluster;
-use vclink_hub::rancher::{crt_resource, mgmt_resource, prov_resource};
+use vclink_hub::identity::auth::TrustClaimedCluster;
+use vclink_hub::rancher::Kind;
 use vclink_proto::v1::link_client::LinkClient;
 use vclink_proto::v1::*;
 
@@ -284,10 +284,9 @@ async fn hub_creates_registers_and_deletes_against_a_real_api_server() {
     std::fs::write(dir.path().join("tls.key"), &serving.key_pem).unwrap();
     let ca = cluster.ca().cert_pem().to_string();
 
-    let prov: Api<DynamicObject> = Api::namespaced_with(client.clone(), WS, &prov_resource());
-    let mgmt: Api<DynamicObject> = Api::all_with(client.clone(), &mgmt_resource());
-    let crts: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "c-m-vc000001", &crt_resource());
+    let prov = Kind::ProvCluster.namespaced(client.clone(), WS);
+    let mgmt = Kind::MgmtCluster.all(client.clone());
+    let crts = Kind::RegistrationToken.namespaced(client.clone(), "c-m-vc000001");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "c-m-vc000001");
 
     // A user's cluster already holds the name vc2 would get: the hub must pick another.

@@ -10,11 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use vclink_hub::config::RegistrationTlsMode;
-use vclink_hub::grpc::auth::TrustClaimedCluster;
 use vclink_hub::grpc::service::LinkService;
-use vclink_hub::queue::Queue;
-use vclink_hub::world::{Hub, HubConfig};
+use vclink_hub::identity::auth::TrustClaimedCluster;
+use vclink_hub::state::Hub;
+use vclink_hub::testing::TestHub;
 use vclink_proto::v1::link_client::LinkClient;
 use vclink_proto::v1::*;
 
@@ -28,18 +27,10 @@ struct Server {
 }
 
 async fn serve(ready: bool, max_vclusters: usize) -> Server {
-    let (queue, _delays) = Queue::new();
-    let cfg = HubConfig {
-        workspace: "fleet-default".into(),
-        grace: Duration::from_secs(300),
-        heartbeat_seconds: 30,
-        max_vclusters,
-        tls_mode: RegistrationTlsMode::Auto,
-    };
-    let hub = Arc::new(Hub::new(cfg, queue));
-    if ready {
-        hub.set_ready();
-    }
+    let hub = TestHub::default()
+        .max_vclusters(max_vclusters)
+        .ready(ready)
+        .build();
     let stop = CancellationToken::new();
     let svc = LinkService::new(
         hub.clone(),

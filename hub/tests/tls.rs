@@ -31,11 +31,12 @@ async fn only_tls13_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c"), &serving.cert_pem).unwrap();
     std::fs::write(dir.path().join("k"), &serving.key_pem).unwrap();
-    let cfg = vclink_hub::tls::server_config(&dir.path().join("c"), &dir.path().join("k")).unwrap();
+    let cfg =
+        vclink_hub::grpc::tls::server_config(&dir.path().join("c"), &dir.path().join("k")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let mut incoming = vclink_hub::tls::incoming(listener, cfg, stop.clone());
+    let mut incoming = vclink_hub::grpc::tls::incoming(listener, cfg, stop.clone());
     let name = ServerName::try_from("localhost").unwrap();
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -52,7 +53,7 @@ async fn only_tls13_is_accepted() {
         .await;
     assert!(old.is_err(), "a TLS 1.2-only client must be refused");
 
-    let bad = vclink_hub::tls::server_config(&dir.path().join("k"), &dir.path().join("c"));
+    let bad = vclink_hub::grpc::tls::server_config(&dir.path().join("k"), &dir.path().join("c"));
     assert!(bad.is_err(), "swapped cert and key must fail at start");
     stop.cancel();
 }

@@ -46,3 +46,25 @@ pub const LABEL_AGENT_COMPONENT: &str = "vclink.io/component";
 pub const COMPONENT_REGISTRATION: &str = "registration";
 /// Label on registration Jobs/Secrets: the vCluster Service UID they belong to.
 pub const LABEL_JOB_SERVICE_UID: &str = "vclink.io/service-uid";
+
+/// Service annotation of the vcluster-rancher-operator with the same meaning as
+/// [`ANNOTATION_SKIP_IMPORT`]; honoured so a migration keeps its opt-outs.
+pub const ANNOTATION_LOFT_SKIP_IMPORT: &str = "loft.sh/vcluster-skip-import";
+/// Service annotation: `"false"` un-imports the vCluster on purpose (its Rancher cluster
+/// is deleted after the hub's removal grace; removing the annotation in time undoes it).
+pub const ANNOTATION_IMPORT: &str = "vclink.io/import";
+/// Service annotation written by the agent while the vCluster is excluded: why.
+pub const ANNOTATION_EXCLUDED_REASON: &str = "vclink.io/excluded-reason";
+/// Service annotation: `"true"` lets the agent register a vCluster that is connected to
+/// one Rancher cluster into a different one (a re-import). The agent removes it once a
+/// registration Job started.
+pub const ANNOTATION_REIMPORT: &str = "vclink.io/reimport";
+/// Service annotation written by the agent: UID of the registration Job it created, so a
+/// restarted agent still accepts progress only from its own Job.
+pub const ANNOTATION_REGISTRATION_JOB_UID: &str = "vclink.io/registration-job-uid";
+/// Service label written by the agent on every Service it reports, valued with the
+/// Service's own UID: a Service that loses `app=vcluster` stays visible to the agent
+/// through [`TRACKED_UNLABELLED_SELECTOR`], so relabelling is not mistaken for deletion.
+pub const LABEL_TRACKED: &str = "vclink.io/tracked";
+/// Selector of Services the agent tracks that no longer carry `app=vcluster`.
+pub const TRACKED_UNLABELLED_SELECTOR: &str = "vclink.io/tracked,app!=vcluster";

@@ -1,8 +1,11 @@
-//! The token bucket both binaries put in front of their Kubernetes writes (`--kube-qps`,
-//! `--kube-burst`): a burst of a few writes goes out at once, so one vCluster's state
-//! change is not delayed behind its own Event, while a flood (a reconnect, thousands of
-//! new vClusters) is paced. [`TokenBucket`] is pure arithmetic on `Instant`s (unit
-//! tested without a clock); [`RateLimiter`] adds the waiting.
+//! The one token bucket of vclink. Both binaries put it in front of their Kubernetes
+//! writes (`--kube-qps`, `--kube-burst`): a burst of a few writes goes out at once, so
+//! one vCluster's state change is not delayed behind its own Event, while a flood (a
+//! reconnect, thousands of new vClusters) is paced — callers wait with
+//! [`TokenBucket::until_ready`]. The hub also limits each agent stream's messages and
+//! its TokenReviews with it, refusing rather than waiting — [`TokenBucket::try_take`].
+//! The arithmetic ([`TokenBucket::reserve`], [`TokenBucket::try_take`]) works on given
+//! `Instant`s, so it is unit tested without a clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +30,28 @@ impl TokenBucket {
         }
     }
 
+    /// Takes one token if one is there now; never waits and takes nothing otherwise.
+    pub fn try_take(&self, now: Instant) -> bool {
+        if self.qps <= 0.0 {
+            return true;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = *s;
+        let tokens =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+        let taken = tokens >= 1.0;
+        *s = (if taken { tokens - 1.0 } else { tokens }, now.max(last));
+        taken
+    }
+
+    /// Waits until a token is there, then takes it. Waiters queue in call order.
+    pub async fn until_ready(&self) {
+        let wait = self.reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Takes one token; returns how long the caller must wait before using it.
     pub fn reserve(&self, now: Instant) -> Duration {
         if self.qps <= 0.0 {
@@ -46,23 +71,13 @@ impl TokenBucket {
     }
 }
 
-/// A [`TokenBucket`] callers wait on. Clones share one budget.
-#[derive(Debug, Clone)]
-pub struct RateLimiter(TokenBucket);
+/// The name both binaries' writers use for the bucket.
+pub type RateLimiter = TokenBucket;
 
-impl RateLimiter {
-    /// `qps` requests per second on average, at most `burst` at once; `qps` ≤ 0
-    /// disables limiting.
-    pub fn new(qps: f64, burst: u32) -> Self {
-        Self(TokenBucket::new(qps, burst))
-    }
-
-    /// Waits for a token.
+impl TokenBucket {
+    /// Same as [`TokenBucket::until_ready`] (the agent's writers call it so).
     pub async fn acquire(&self) {
-        let wait = self.0.reserve(Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        self.until_ready().await
     }
 }
 
@@ -100,5 +115,22 @@ mod tests {
             assert_eq!(r.reserve(later), Duration::ZERO);
         }
         assert!(r.reserve(later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn try_take_never_goes_into_debt() {
+        let r = TokenBucket::new(2.0, 2);
+        let t = Instant::now();
+        assert!(r.try_take(t));
+        assert!(r.try_take(t));
+        assert!(!r.try_take(t));
+        assert!(
+            !r.try_take(t),
+            "a refusal takes nothing, but gives nothing either"
+        );
+        assert!(r.try_take(t + Duration::from_millis(500)));
+        assert!(!r.try_take(t + Duration::from_millis(500)));
+        assert!(TokenBucket::new(0.0, 1).try_take(t));
+        assert!(TokenBucket::new(-1.0, 1).try_take(t));
     }
 }

@@ -141,6 +141,14 @@ pub fn vcluster(field: &str, v: &VCluster) -> Result {
         &format!("{field}.recorded_cluster_id"),
         &v.recorded_cluster_id,
     )?;
+    if let Some(x) = &v.exclusion {
+        // An unknown kind is allowed (a newer agent's); it must be treated as EXCLUDED.
+        text(
+            &format!("{field}.exclusion.reason"),
+            &x.reason,
+            MAX_MESSAGE_TEXT,
+        )?;
+    }
     Ok(())
 }
 
@@ -205,6 +213,21 @@ mod tests {
         let mut v = vc();
         v.project_id = "p-xk2lm".into();
         assert_eq!(vcluster("v", &v).unwrap_err().field, "v.project_id");
+    }
+
+    #[test]
+    fn exclusion_reason_is_bounded() {
+        let mut v = vc();
+        v.exclusion = Some(crate::v1::Exclusion {
+            kind: crate::v1::exclusion::Kind::Excluded as i32,
+            reason: "skip-import is set".into(),
+        });
+        assert_eq!(vcluster("v", &v), Ok(()));
+        v.exclusion = Some(crate::v1::Exclusion {
+            kind: 99,
+            reason: "x".repeat(MAX_MESSAGE_TEXT + 1),
+        });
+        assert_eq!(vcluster("v", &v).unwrap_err().field, "v.exclusion.reason");
     }
 
     #[test]

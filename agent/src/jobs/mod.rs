@@ -1,17 +1,24 @@
 //! Registration Jobs: ensures exactly one Job per vCluster when the hub asks for a
 //! registration, watches all registration Jobs through one shared watch (label
 //! `vclink.io/component=registration`), reports their outcome to the hub and on the
-//! vCluster's Service, and cleans them up (Job and credential Secret) once finished.
+//! vCluster's Service, and cleans them up once finished. Only the agent's own Jobs count
+//! ([`own`]): progress from any other Job is ignored and such a Job is never deleted. The
+//! agent deletes only the Job it created, with a UID precondition; the credential Secret
+//! is owned by that Job, so garbage collection removes it and the agent never deletes a
+//! Secret by name. A Register is checked first: an excluded vCluster gets no Job, and
+//! one that would move a registered vCluster to another Rancher cluster is refused
+//! ([`crate::record::guard`]).
 
-pub mod spec;
+pub(crate) mod own;
+pub(crate) mod spec;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret as KubeSecret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -22,15 +29,18 @@ use vclink_proto::keys;
 use vclink_proto::v1::RegistrationProgress;
 use vclink_proto::v1::registration_progress::Phase;
 
-pub use spec::{JobSettings, Outcome, Registration};
+pub(crate) use spec::Outcome;
+pub use spec::{JobSettings, Registration};
 
 use crate::ratelimit::RateLimiter;
+use crate::record::guard::{Switch, cluster_switch};
 use crate::record::{FIELD_MANAGER, RecordOp, clean_text};
 use crate::watch::CatalogRx;
+use own::OwnJob;
 
 /// Errors while creating a registration Job.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     /// A Kubernetes request failed.
     #[error("{action} failed: {source}")]
     Kube {
@@ -40,6 +50,28 @@ pub enum JobError {
         #[source]
         source: kube::Error,
     },
+    /// A pull secret named by `--job-image-pull-secret` is missing in the agent's namespace.
+    #[error(
+        "the image pull secret {name} (--job-image-pull-secret) does not exist in namespace {namespace}, \
+         the agent's; create it there or remove the flag"
+    )]
+    PullSecretMissing {
+        /// The Secret's name.
+        name: String,
+        /// The agent's namespace.
+        namespace: String,
+    },
+    /// A Job under the agent's name exists that the agent did not create.
+    #[error(
+        "a Job named {name} that vclink did not create exists in namespace {namespace}; vclink leaves it alone. \
+         Delete it to let the registration run"
+    )]
+    Foreign {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> JobError {
@@ -48,7 +80,7 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> JobError {
 }
 
 /// Creates, watches and cleans up registration Jobs.
-pub struct JobController {
+pub(crate) struct JobController {
     client: Client,
     settings: JobSettings,
     catalog: CatalogRx,
@@ -57,6 +89,8 @@ pub struct JobController {
     progress: mpsc::Sender<RegistrationProgress>,
     /// UIDs of finished Jobs already reported (cleared when the Job is gone).
     handled: HashSet<String>,
+    /// The Job this process created per vCluster UID (until that Job is gone).
+    own: HashMap<String, OwnJob>,
 }
 
 impl JobController {
@@ -78,6 +112,7 @@ impl JobController {
             records,
             progress,
             handled: HashSet::new(),
+            own: HashMap::new(),
         }
     }
 
@@ -107,7 +142,7 @@ impl JobController {
                     None => return,
                     Some(Err(e)) => warn!(error = %e, "watching registration Jobs failed; retrying with backoff"),
                     Some(Ok(Event::Apply(job) | Event::InitApply(job))) => self.observe(job).await,
-                    Some(Ok(Event::Delete(job))) => { self.handled.remove(&job.uid().unwrap_or_default()); }
+                    Some(Ok(Event::Delete(job))) => self.forget(&job),
                     Some(Ok(Event::Init | Event::InitDone)) => {}
                 },
             }
@@ -120,7 +155,7 @@ impl JobController {
         phase: Phase,
         message: &str,
         rancher_cluster_id: &str,
-        job_name: &str,
+        (job_name, job_uid): (&str, &str),
         record: bool,
     ) {
         let message = clean_text(message);
@@ -140,6 +175,7 @@ impl JobController {
                 message,
                 rancher_cluster_id: rancher_cluster_id.to_string(),
                 job_name: job_name.to_string(),
+                job_uid: job_uid.to_string(),
             };
             if self.records.try_send(op).is_err() {
                 warn!(%uid, "record queue is full; dropping a registration progress record");
@@ -147,40 +183,90 @@ impl JobController {
         }
     }
 
+    /// A Job is gone: forget it (and, when it was ours, that we created it).
+    fn forget(&mut self, job: &Job) {
+        let Some(job_uid) = job.uid() else { return };
+        self.handled.remove(&job_uid);
+        self.own.retain(|_, o| o.job_uid != job_uid);
+    }
+
     /// Handles a Register from the hub: exactly one Job per vCluster.
     async fn register(&mut self, reg: Registration) {
         let name = spec::job_name(&reg.uid);
-        let facts = self.catalog.borrow().services.get(&reg.uid).cloned();
+        let (facts, exclusion) = {
+            let catalog = self.catalog.borrow();
+            (
+                catalog.services.get(&reg.uid).cloned(),
+                catalog.exclusion(&reg.uid).map(|x| x.reason.clone()),
+            )
+        };
         let Some(facts) = facts else {
             warn!(uid = %reg.uid, "hub asked to register a vCluster this agent does not report");
             self.report(
                 &reg.uid,
                 Phase::Failed,
-                "the agent sees no vCluster Service with this UID (deleted, opted out or filtered)",
+                "the agent sees no vCluster Service with this UID (deleted or filtered)",
                 &reg.rancher_cluster_id,
-                &name,
+                (&name, ""),
                 false,
             );
             return;
         };
+        if let Some(reason) = exclusion {
+            warn!(namespace = %facts.namespace, name = %facts.name, cluster = %reg.rancher_cluster_id, "refusing to register an excluded vCluster");
+            self.report(
+                &reg.uid,
+                Phase::Failed,
+                &format!("this vCluster is excluded from import: {reason}"),
+                &reg.rancher_cluster_id,
+                (&name, ""),
+                false,
+            );
+            return;
+        }
+        match cluster_switch(&facts.annotations, &reg.rancher_cluster_id) {
+            Switch::Allowed => {}
+            Switch::Reimport => {
+                info!(namespace = %facts.namespace, name = %facts.name, cluster = %reg.rancher_cluster_id, "re-importing a vCluster into another Rancher cluster, as its Service asks")
+            }
+            Switch::Refused(reason) => {
+                warn!(namespace = %facts.namespace, name = %facts.name, cluster = %reg.rancher_cluster_id, %reason, "refusing a Register for another Rancher cluster");
+                self.report(
+                    &reg.uid,
+                    Phase::Failed,
+                    &reason,
+                    &reg.rancher_cluster_id,
+                    (&name, ""),
+                    false,
+                );
+                let op = RecordOp::RegisterRefused {
+                    uid: reg.uid.clone(),
+                    reason,
+                };
+                if self.records.try_send(op).is_err() {
+                    warn!(uid = %reg.uid, "record queue is full; dropping a refused-registration record");
+                }
+                return;
+            }
+        }
         match self.ensure_job(&reg, &facts, &name).await {
-            Ok(true) => {
+            Ok(Some(job_uid)) => {
                 info!(namespace = %facts.namespace, job = %name, cluster = %reg.rancher_cluster_id, "registration Job created");
                 self.report(
                     &reg.uid,
                     Phase::JobCreated,
                     "",
                     &reg.rancher_cluster_id,
-                    &name,
+                    (&name, &job_uid),
                     true,
                 );
             }
-            Ok(false) => self.report(
+            Ok(None) => self.report(
                 &reg.uid,
                 Phase::JobCreated,
                 "",
                 &reg.rancher_cluster_id,
-                &name,
+                (&name, ""),
                 false,
             ),
             Err(e) => {
@@ -194,35 +280,55 @@ impl JobController {
                     Phase::Failed,
                     &msg,
                     &reg.rancher_cluster_id,
-                    &name,
+                    (&name, ""),
                     true,
                 );
             }
         }
     }
 
-    /// Creates the Job and its Secret unless an unfinished one exists; true when created.
+    /// Whether `job` is the agent's own registration Job for vCluster `service_uid`.
+    fn owns(&self, job: &Job, service_uid: &str) -> bool {
+        let facts = self.catalog.borrow().services.get(service_uid).cloned();
+        own::is_own(
+            &job.namespace().unwrap_or_default(),
+            &job.name_any(),
+            &job.uid().unwrap_or_default(),
+            service_uid,
+            self.own.get(service_uid),
+            facts.as_ref(),
+        )
+    }
+
+    /// Creates the Job and its Secret unless an unfinished Job of ours exists; the new
+    /// Job's UID when created.
     async fn ensure_job(
         &mut self,
         reg: &Registration,
         facts: &crate::watch::ServiceFacts,
         name: &str,
-    ) -> Result<bool, JobError> {
+    ) -> Result<Option<String>, JobError> {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &facts.namespace);
         if let Some(existing) = jobs
             .get_opt(name)
             .await
             .map_err(kube_err("reading the registration Job"))?
         {
+            let existing_uid = existing.uid().unwrap_or_default();
+            if !self.owns(&existing, &reg.uid) {
+                // Not ours (or ours from before a crash that lost its UID): never touch it.
+                return Err(JobError::Foreign {
+                    namespace: facts.namespace.clone(),
+                    name: name.to_string(),
+                });
+            }
             if spec::outcome(&existing) == Outcome::Running {
                 debug!(job = %name, "registration Job already running");
-                return Ok(false);
+                return Ok(None);
             }
             // A finished Job of an earlier attempt: its outcome was (or will be) reported; replace it.
-            if let Some(uid) = existing.uid() {
-                self.handled.insert(uid);
-            }
-            self.delete(&facts.namespace, name).await;
+            self.handled.insert(existing_uid.clone());
+            self.delete(&facts.namespace, name, &existing_uid).await;
         }
         let job = spec::build_job(&self.settings, reg, facts);
         let mut attempt = 0;
@@ -248,6 +354,14 @@ impl JobController {
             }
         };
         let job_uid = created.uid().unwrap_or_default();
+        self.own.insert(
+            reg.uid.clone(),
+            OwnJob {
+                namespace: facts.namespace.clone(),
+                job_uid: job_uid.clone(),
+                rancher_cluster_id: reg.rancher_cluster_id.clone(),
+            },
+        );
         let secret = spec::build_secret(reg, &facts.namespace, &job_uid);
         let secrets: Api<KubeSecret> = Api::namespaced(self.client.clone(), &facts.namespace);
         self.limiter.acquire().await;
@@ -260,20 +374,68 @@ impl JobController {
             .await
         {
             // Without its Secret the Job cannot start: remove it so the next attempt starts clean.
-            self.delete(&facts.namespace, name).await;
+            self.delete(&facts.namespace, name, &job_uid).await;
             return Err(kube_err("creating the registration Secret")(e));
         }
-        Ok(true)
+        if let Err(e) = self
+            .copy_pull_secrets(reg, &facts.namespace, &job_uid)
+            .await
+        {
+            self.delete(&facts.namespace, name, &job_uid).await;
+            return Err(e);
+        }
+        Ok(Some(job_uid))
     }
 
-    /// Reports a finished Job once and removes it with its Secret.
+    /// Copies each `--job-image-pull-secret` from the agent's namespace next to the Job,
+    /// owned by it (garbage-collected with the Job; never deleted by name).
+    async fn copy_pull_secrets(
+        &self,
+        reg: &Registration,
+        namespace: &str,
+        job_uid: &str,
+    ) -> Result<(), JobError> {
+        if self.settings.image_pull_secrets.is_empty() {
+            return Ok(());
+        }
+        let home = self.client.default_namespace().to_string();
+        let sources: Api<KubeSecret> = Api::namespaced(self.client.clone(), &home);
+        let targets: Api<KubeSecret> = Api::namespaced(self.client.clone(), namespace);
+        for (i, source_name) in self.settings.image_pull_secrets.iter().enumerate() {
+            let source = sources
+                .get_opt(source_name)
+                .await
+                .map_err(kube_err(format!(
+                    "reading the image pull secret {source_name} in namespace {home}"
+                )))?
+                .ok_or_else(|| JobError::PullSecretMissing {
+                    name: source_name.clone(),
+                    namespace: home.clone(),
+                })?;
+            let copy = spec::pull_secret_copy(&source, &reg.uid, i, namespace, job_uid);
+            let copy_name = copy.metadata.name.clone().unwrap_or_default();
+            self.limiter.acquire().await;
+            targets
+                .patch(
+                    &copy_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&copy),
+                )
+                .await
+                .map_err(kube_err(format!(
+                    "copying the image pull secret {source_name} to {namespace}/{copy_name}"
+                )))?;
+        }
+        Ok(())
+    }
+
+    /// Reports a finished Job of ours once and removes it (its Secret goes with it).
     async fn observe(&mut self, job: Job) {
         let outcome = spec::outcome(&job);
         let Some(job_uid) = job.uid() else { return };
         if outcome == Outcome::Running || self.handled.contains(&job_uid) {
             return;
         }
-        self.handled.insert(job_uid);
         let namespace = job.namespace().unwrap_or_default();
         let name = job.name_any();
         let uid = job
@@ -281,31 +443,45 @@ impl JobController {
             .get(keys::LABEL_JOB_SERVICE_UID)
             .cloned()
             .unwrap_or_default();
-        let cluster = job
-            .annotations()
-            .get(spec::ANNOTATION_JOB_RANCHER_CLUSTER)
-            .cloned()
+        if !self.owns(&job, &uid) {
+            debug!(%namespace, job = %name, "ignoring a registration-labelled Job the agent did not create");
+            return;
+        }
+        self.handled.insert(job_uid.clone());
+        // The cluster the agent created the Job for; the Job's annotation only as a
+        // fallback after a restart (it is in the vCluster's own namespace).
+        let cluster = self
+            .own
+            .get(&uid)
+            .filter(|o| o.job_uid == job_uid)
+            .map(|o| o.rancher_cluster_id.clone())
+            .or_else(|| {
+                job.annotations()
+                    .get(spec::ANNOTATION_JOB_RANCHER_CLUSTER)
+                    .cloned()
+            })
             .unwrap_or_default();
         match outcome {
             Outcome::Succeeded => {
                 info!(%namespace, job = %name, %cluster, "registration succeeded");
-                self.report(&uid, Phase::Succeeded, "", &cluster, &name, true);
+                self.report(&uid, Phase::Succeeded, "", &cluster, (&name, ""), true);
             }
             Outcome::Failed(condition_message) => {
                 let reason = self
-                    .pod_reason(&namespace, &name)
+                    .pod_reason(&namespace, &name, &job_uid)
                     .await
                     .unwrap_or(condition_message);
                 warn!(%namespace, job = %name, %cluster, %reason, "registration failed");
-                self.report(&uid, Phase::Failed, &reason, &cluster, &name, true);
+                self.report(&uid, Phase::Failed, &reason, &cluster, (&name, ""), true);
             }
             Outcome::Running => {}
         }
-        self.delete(&namespace, &name).await;
+        self.delete(&namespace, &name, &job_uid).await;
     }
 
-    /// The `register` container's one-line reason from its termination message (best effort).
-    async fn pod_reason(&self, namespace: &str, job: &str) -> Option<String> {
+    /// The `register` container's one-line reason from its termination message (best
+    /// effort), from pods the Job `job_uid` owns.
+    async fn pod_reason(&self, namespace: &str, job: &str, job_uid: &str) -> Option<String> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let list = match pods
             .list(&ListParams::default().labels(&format!("job-name={job}")))
@@ -319,6 +495,7 @@ impl JobController {
         };
         list.items
             .iter()
+            .filter(|p| p.owner_references().iter().any(|o| o.uid == job_uid))
             .flat_map(|p| {
                 p.status
                     .iter()
@@ -335,21 +512,22 @@ impl JobController {
             .find(|m| !m.is_empty())
     }
 
-    /// Deletes a Job (pods in the background) and its Secret; missing objects are fine.
-    async fn delete(&self, namespace: &str, name: &str) {
+    /// Deletes the agent's Job `name` only if it still has UID `job_uid` (pods and the
+    /// owned Secret go in the background); a missing or replaced Job is fine.
+    async fn delete(&self, namespace: &str, name: &str, job_uid: &str) {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(job_uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
         self.limiter.acquire().await;
-        if let Err(e) = jobs.delete(name, &DeleteParams::background()).await
-            && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+        if let Err(e) = jobs.delete(name, &params).await
+            && !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
         {
             warn!(%namespace, job = %name, error = %e, "deleting the registration Job failed");
-        }
-        let secrets: Api<KubeSecret> = Api::namespaced(self.client.clone(), namespace);
-        self.limiter.acquire().await;
-        if let Err(e) = secrets.delete(name, &DeleteParams::default()).await
-            && !matches!(&e, kube::Error::Api(s) if s.code == 404)
-        {
-            warn!(%namespace, secret = %name, error = %e, "deleting the registration Secret failed");
         }
     }
 }

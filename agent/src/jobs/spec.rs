@@ -2,15 +2,19 @@
 //! The Job runs this same image (`vclink-agent register`); the credential (manifest URL)
 //! reaches it only through the Secret mounted read-only, never through arguments or
 //! environment. The pod satisfies Pod Security "restricted" because vCluster namespaces
-//! often enforce it.
+//! often enforce it. Scheduling settings (node selector, tolerations, priority class)
+//! come from the operator; image pull secrets are copied from the agent's namespace next
+//! to the Job (the Job's namespace is the vCluster's, where the agent's own pull secret
+//! does not exist), owned by the Job like the credential Secret.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, Secret as KubeSecret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, Secret as KubeSecret, SecretVolumeSource,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -41,7 +45,7 @@ pub mod secret_keys {
 }
 
 /// Operator settings for registration Jobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobSettings {
     /// Container image.
     pub image: String,
@@ -53,6 +57,15 @@ pub struct JobSettings {
     pub memory_request: String,
     /// Memory limit.
     pub memory_limit: String,
+    /// Pull secrets in the agent's namespace, copied next to each Job
+    /// ([`pull_secret_copy`]) and named in its pod under [`pull_secret_name`].
+    pub image_pull_secrets: Vec<String>,
+    /// nodeSelector of the Job's pod.
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the Job's pod.
+    pub tolerations: Vec<Toleration>,
+    /// PriorityClass of the Job's pod.
+    pub priority_class_name: Option<String>,
 }
 
 /// A validated Register request from the hub.
@@ -87,6 +100,49 @@ pub enum Outcome {
 pub fn job_name(uid: &str) -> String {
     let digest = hex::encode(Sha256::digest(uid.as_bytes()));
     format!("vclink-register-{}", &digest[..12])
+}
+
+/// Name of the copy of the `index`-th pull secret next to Job `job`. Never the source's
+/// own name: when the vCluster lives in the agent's namespace, a copy under that name
+/// would overwrite (and, owned by the Job, garbage-collect) the original.
+pub fn pull_secret_name(job: &str, index: usize) -> String {
+    format!("{job}-pull-{index}")
+}
+
+/// The copy of pull secret `source` (read in the agent's namespace) for the `index`-th
+/// imagePullSecret of Job `job` (UID `job_uid`) in `namespace`: same type and data,
+/// owned by the Job so it is garbage-collected with it.
+pub fn pull_secret_copy(
+    source: &KubeSecret,
+    uid: &str,
+    index: usize,
+    namespace: &str,
+    job_uid: &str,
+) -> KubeSecret {
+    let job = job_name(uid);
+    KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(pull_secret_name(&job, index)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels(uid)),
+            owner_references: Some(vec![job_owner(&job, job_uid)]),
+            ..Default::default()
+        },
+        type_: source.type_.clone(),
+        data: source.data.clone(),
+        ..Default::default()
+    }
+}
+
+fn job_owner(job: &str, job_uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.to_string(),
+        uid: job_uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
 }
 
 /// Text form of a TLS mode, as stored in the Secret and read by `register`.
@@ -190,6 +246,16 @@ pub fn build_job(settings: &JobSettings, reg: &Registration, facts: &ServiceFact
             ..Default::default()
         }),
         containers: vec![container],
+        image_pull_secrets: (!settings.image_pull_secrets.is_empty()).then(|| {
+            (0..settings.image_pull_secrets.len())
+                .map(|i| LocalObjectReference {
+                    name: pull_secret_name(&name, i),
+                })
+                .collect()
+        }),
+        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
+        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
+        priority_class_name: settings.priority_class_name.clone(),
         volumes: Some(vec![
             Volume {
                 name: "vcluster-kubeconfig".into(),
@@ -249,14 +315,7 @@ pub fn build_secret(reg: &Registration, namespace: &str, job_uid: &str) -> KubeS
             name: Some(name.clone()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels(&reg.uid)),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "batch/v1".into(),
-                kind: "Job".into(),
-                name,
-                uid: job_uid.to_string(),
-                controller: Some(true),
-                block_owner_deletion: None,
-            }]),
+            owner_references: Some(vec![job_owner(&name, job_uid)]),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
@@ -314,7 +373,108 @@ mod tests {
             cpu_limit: "500m".into(),
             memory_request: "64Mi".into(),
             memory_limit: "128Mi".into(),
+            ..Default::default()
         }
+    }
+
+    fn scheduled() -> JobSettings {
+        JobSettings {
+            image_pull_secrets: vec!["regcred".into(), "mirror".into()],
+            node_selector: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
+            tolerations: vec![Toleration {
+                key: Some("cattle.io/os".into()),
+                operator: Some("Equal".into()),
+                value: Some("linux".into()),
+                effect: Some("NoSchedule".into()),
+                toleration_seconds: None,
+            }],
+            priority_class_name: Some("vclink-critical".into()),
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn job_pod_carries_the_scheduling_settings() {
+        let job = build_job(&scheduled(), &reg(), &facts());
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        let name = job_name(UID);
+        let pulls: Vec<String> = pod
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        // The copies next to the Job, never the source names.
+        assert_eq!(
+            pulls,
+            vec![format!("{name}-pull-0"), format!("{name}-pull-1")]
+        );
+        assert!(pulls.iter().all(|n| is_subdomain(n)));
+        assert_eq!(
+            pod.node_selector.expect("nodeSelector")["kubernetes.io/os"],
+            "linux"
+        );
+        let t = &pod.tolerations.expect("tolerations")[0];
+        assert_eq!(
+            (t.key.as_deref(), t.effect.as_deref()),
+            (Some("cattle.io/os"), Some("NoSchedule"))
+        );
+        assert_eq!(pod.priority_class_name.as_deref(), Some("vclink-critical"));
+
+        // Nothing configured: none of these fields is set.
+        let plain = build_job(&settings(), &reg(), &facts());
+        let pod = plain.spec.and_then(|s| s.template.spec).expect("pod");
+        assert!(pod.image_pull_secrets.is_none() && pod.node_selector.is_none());
+        assert!(pod.tolerations.is_none() && pod.priority_class_name.is_none());
+    }
+
+    fn is_subdomain(n: &str) -> bool {
+        n.len() <= 253 && n.split('.').all(vclink_proto::validate::is_dns1123_label)
+    }
+
+    #[test]
+    fn pull_secret_copy_keeps_type_and_data_and_is_owned_by_the_job() {
+        let source = KubeSecret {
+            metadata: ObjectMeta {
+                name: Some("regcred".into()),
+                namespace: Some("cattle-vclink".into()),
+                owner_references: Some(vec![job_owner("someone-else", "x")]),
+                annotations: Some(BTreeMap::from([("a".into(), "b".into())])),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".into(),
+                ByteString(b"{}".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let copy = pull_secret_copy(&source, UID, 1, "team-a", "job-uid-1");
+        assert_eq!(
+            copy.metadata.name.as_deref(),
+            Some(format!("{}-pull-1", job_name(UID)).as_str())
+        );
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            copy.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        assert_eq!(copy.data, source.data);
+        let owners = copy.metadata.owner_references.expect("owner");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(
+            (
+                owners[0].kind.as_str(),
+                owners[0].uid.as_str(),
+                owners[0].name.as_str()
+            ),
+            ("Job", "job-uid-1", job_name(UID).as_str())
+        );
+        assert!(copy.metadata.annotations.is_none());
+        assert_eq!(
+            copy.metadata.labels.expect("labels")["vclink.io/component"],
+            "registration"
+        );
     }
 
     fn reg() -> Registration {

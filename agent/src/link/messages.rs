@@ -54,7 +54,9 @@ pub fn snapshot_chunks(generation: u64, vclusters: &BTreeMap<String, VCluster>) 
 }
 
 /// Messages that bring the hub from `sent` to `current`: an Upsert for every new or
-/// changed vCluster, a Remove for every vanished one, nothing for unchanged ones.
+/// changed vCluster (an exclusion set or lifted is a change), a Remove for every vanished
+/// one, nothing for unchanged ones. The catalog keeps excluded vClusters and drops one
+/// only once its Service's deletion is confirmed, so a Remove always means "deleted".
 pub fn diff(
     sent: &BTreeMap<String, VCluster>,
     current: &BTreeMap<String, VCluster>,
@@ -191,6 +193,27 @@ mod tests {
             .collect();
         assert_eq!(upserts, vec!["vc1", "vc5"]);
         assert_eq!(removes, vec!["vc0"]);
+    }
+
+    #[test]
+    fn an_exclusion_is_an_upsert_not_a_remove() {
+        let sent = map(1);
+        let mut current = sent.clone();
+        current.get_mut(&vc(0).uid).expect("vc0").exclusion = Some(vclink_proto::v1::Exclusion {
+            kind: vclink_proto::v1::exclusion::Kind::Excluded as i32,
+            reason: "skip-import".into(),
+        });
+        let d = diff(&sent, &current);
+        assert_eq!(d.len(), 1);
+        let Some(Msg::Upsert(u)) = &d[0].msg else {
+            panic!("not an upsert: {d:?}")
+        };
+        assert!(
+            u.vcluster
+                .as_ref()
+                .and_then(|v| v.exclusion.as_ref())
+                .is_some()
+        );
     }
 
     #[test]

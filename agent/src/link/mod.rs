@@ -7,7 +7,8 @@
 //! and the recorder. Any failure ends the session and the agent reconnects with
 //! exponential backoff and jitter.
 
-pub mod messages;
+pub(crate) mod diagnose;
+pub(crate) mod messages;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,9 +46,9 @@ const TOKEN_POLL: Duration = Duration::from_secs(5);
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// The token file could not be read.
-    #[error("cannot read the ServiceAccount token file {path}: {cause}")]
+    #[error("{}", token_problem(path, cause))]
     Token {
         /// The file.
         path: PathBuf,
@@ -57,11 +58,14 @@ pub enum LinkError {
     /// TLS set-up failed.
     #[error("TLS set-up for the hub failed: {0}")]
     Tls(#[from] TlsError),
-    /// The URL is unusable.
-    #[error("invalid hub URL: {0}")]
+    /// The URL is unusable (the text names the flag).
+    #[error("{0}")]
     Url(String),
-    /// Connecting failed.
-    #[error("cannot connect to the hub: {0}")]
+    /// Connecting failed; the sentence names the URL and the cause ([`diagnose`]).
+    #[error("{0}")]
+    Connect(String),
+    /// A transport failure after connecting.
+    #[error("the connection to the hub failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// The hub ended the stream with a gRPC status.
     #[error("the hub answered {code:?}: {message}", code = .0.code(), message = .0.message())]
@@ -107,8 +111,43 @@ pub struct LinkChannels {
     pub progress: mpsc::Receiver<RegistrationProgress>,
 }
 
+/// The sentence for an unreadable token file: which file, what is wrong, what to do.
+fn token_problem(path: &std::path::Path, cause: &std::io::Error) -> String {
+    let fix = format!(
+        "the agent needs a projected ServiceAccount token with audience {} there (the chart mounts one); \
+         fix the volume or point --token-file (VCLINK_TOKEN_FILE) at it",
+        vclink_proto::TOKEN_AUDIENCE
+    );
+    let path = path.display();
+    match cause.kind() {
+        std::io::ErrorKind::NotFound => format!("the token file {path} does not exist; {fix}"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("the token file {path} is not readable by this user (permission denied); {fix}")
+        }
+        std::io::ErrorKind::InvalidData => format!("the token file {path} is empty; {fix}"),
+        _ => format!("cannot read the token file {path}: {cause}; {fix}"),
+    }
+}
+
+/// Checks `--hub-url` before anything connects: an `https://` URL with a host.
+pub(crate) fn check_hub_url(url: &str) -> Result<(), LinkError> {
+    let bad = |why: &str| {
+        LinkError::Url(format!(
+            "--hub-url {url:?} {why}; use the hub's gRPC URL, e.g. https://vclink-hub.example.com:443"
+        ))
+    };
+    let uri: tonic::transport::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("is not an https:// URL (the hub speaks only TLS)"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    Ok(())
+}
+
 /// Reads the bearer token (trimmed); fails when missing or empty.
-pub fn read_token(path: &std::path::Path) -> Result<Secret, LinkError> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<Secret, LinkError> {
     let text = std::fs::read_to_string(path).map_err(|cause| LinkError::Token {
         path: path.to_path_buf(),
         cause,
@@ -126,7 +165,7 @@ pub fn read_token(path: &std::path::Path) -> Result<Secret, LinkError> {
 /// Exponential backoff with jitter: each delay is drawn from [base/2, base], base doubling
 /// from `min` up to `max`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     base: Duration,
@@ -157,7 +196,7 @@ impl Backoff {
 }
 
 /// Builds the TLS channel to the hub (lazily connected by the first request).
-pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
+pub(crate) async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
     let uri: tonic::transport::Uri = cfg
         .hub_url
         .parse()
@@ -173,6 +212,9 @@ pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
         warn!(hub = %cfg.hub_url, "connecting to the hub WITHOUT verifying its certificate (--insecure-skip-hub-verify)");
     }
     let trust = current_trust(cfg);
+    // The certificate a verification refused, so the error can name it.
+    let seen: diagnose::CertSlot = Arc::default();
+    let recording = diagnose::Recording::new(verifier(&trust)?, seen.clone());
     let endpoint = Endpoint::from_shared(cfg.hub_url.clone())?
         .connect_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(60)))
@@ -180,10 +222,20 @@ pub async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
         .tls_config_with_verifier(
-            ClientTlsConfig::new().domain_name(host),
-            Arc::new(Tls13Only(verifier(&trust)?)),
+            ClientTlsConfig::new().domain_name(host.clone()),
+            Arc::new(Tls13Only(Arc::new(recording))),
         )?;
-    Ok(endpoint.connect().await?)
+    endpoint.connect().await.map_err(|e| {
+        let cert = seen.lock().ok().and_then(|s| s.clone());
+        let expected = diagnose::expected_ca(&trust, cfg.hub_ca_file.as_ref());
+        LinkError::Connect(diagnose::connect_failure(
+            &cfg.hub_url,
+            &host,
+            &e,
+            cert,
+            &expected,
+        ))
+    })
 }
 
 /// The hub CA as the file holds it now; the last good one if the file is unreadable or
@@ -239,19 +291,23 @@ fn log_session_end(cfg: &LinkConfig, e: &LinkError) {
     match e {
         LinkError::Status(s) => match s.code() {
             tonic::Code::Unauthenticated => error!(
-                code = ?s.code(), message = %s.message(),
+                code = ?s.code(), reason = %s.message(),
                 "the hub did not accept the agent's token; check that {} holds a ServiceAccount token with audience {}",
                 cfg.token_file.display(), vclink_proto::TOKEN_AUDIENCE
             ),
             tonic::Code::PermissionDenied => error!(
-                code = ?s.code(), message = %s.message(), cluster_id = %cfg.cluster_id,
+                code = ?s.code(), reason = %s.message(), cluster_id = %cfg.cluster_id,
                 "the hub refused this agent for the claimed cluster id; check --cluster-id and the hub's binding of this ServiceAccount"
             ),
             tonic::Code::InvalidArgument => {
-                error!(code = ?s.code(), message = %s.message(), "the hub rejected a message from this agent")
+                error!(code = ?s.code(), reason = %s.message(), "the hub rejected a message from this agent")
             }
-            _ => warn!(code = ?s.code(), message = %s.message(), "hub stream ended"),
+            _ => warn!(code = ?s.code(), reason = %s.message(), "hub stream ended"),
         },
+        // The sentence says what failed, where and what to do.
+        LinkError::Connect(_) | LinkError::Token { .. } => {
+            error!(error = %e, "cannot connect to the hub")
+        }
         other => warn!(error = %other, "hub stream ended"),
     }
 }

@@ -2,7 +2,11 @@
 //! reading logs: the `vclink.io/` state annotations (written with a JSON merge patch that
 //! touches only those keys, field manager `vclink-agent`) and one Kubernetes Event per
 //! transition. [`plan`] decides (pure, unit-tested); [`Writer`] performs the writes from a
-//! bounded queue, rate-limited, and writes nothing when nothing changed.
+//! bounded queue, rate-limited, and writes nothing when nothing changed. The writer reads
+//! a Service's current annotations from the published catalog; the watch sends it
+//! nothing, so the dependency runs one way (`record` → `watch`). From the catalog the
+//! writer also derives, on every change, the exclusion state of each vCluster and the
+//! agent's mark on each reported Service ([`announce`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,10 +19,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub mod plan;
+pub(crate) mod announce;
+pub(crate) mod guard;
+pub(crate) mod plan;
 
+pub use plan::RecordOp;
 use plan::truncate;
-pub use plan::{EventSpec, Plan, RecordOp, clean_text, now_rfc3339, plan, state};
+pub(crate) use plan::{clean_text, now_rfc3339, plan};
 
 use crate::ratelimit::RateLimiter;
 use crate::watch::CatalogRx;
@@ -37,16 +44,7 @@ fn event_name(service: &str) -> String {
 }
 
 /// Field manager of the agent's writes.
-pub const FIELD_MANAGER: &str = "vclink-agent";
-
-fn uid_of(op: &RecordOp) -> &str {
-    match op {
-        RecordOp::Status { uid, .. }
-        | RecordOp::Progress { uid, .. }
-        | RecordOp::Forget { uid, .. }
-        | RecordOp::Refused { uid, .. } => uid,
-    }
-}
+pub(crate) const FIELD_MANAGER: &str = "vclink-agent";
 
 /// What the agent wrote last for a Service, valid while the watch still shows `seen`.
 struct Overlay {
@@ -55,12 +53,14 @@ struct Overlay {
 }
 
 /// Performs [`RecordOp`]s from a bounded queue.
-pub struct Writer {
+pub(crate) struct Writer {
     client: Client,
     instance: String,
     catalog: CatalogRx,
     limiter: RateLimiter,
     overlays: HashMap<String, Overlay>,
+    /// Exclusions and marks derived from the catalog so far.
+    announced: announce::Announced,
 }
 
 impl Writer {
@@ -72,38 +72,50 @@ impl Writer {
             catalog,
             limiter,
             overlays: HashMap::new(),
+            announced: announce::Announced::default(),
         }
     }
 
-    /// Processes ops until the queue closes or `cancel` fires.
+    /// Processes ops until the queue closes or `cancel` fires, and the ops derived from
+    /// every catalog change.
     pub async fn run(mut self, mut rx: mpsc::Receiver<RecordOp>, cancel: CancellationToken) {
+        let mut catalog = self.catalog.clone();
+        // Until the watch task stops (then the queued ops still get recorded).
+        let mut watching = true;
         loop {
-            let op = tokio::select! {
+            let ops = tokio::select! {
                 _ = cancel.cancelled() => return,
-                op = rx.recv() => match op { Some(op) => op, None => return },
+                op = rx.recv() => match op { Some(op) => vec![op], None => return },
+                changed = catalog.changed(), if watching => match changed {
+                    Ok(()) => {
+                        let current = catalog.borrow_and_update().clone();
+                        announce::catalog_ops(&current, &mut self.announced)
+                    }
+                    Err(_) => {
+                        watching = false;
+                        Vec::new()
+                    }
+                },
             };
-            self.handle(op).await;
+            for op in ops {
+                self.handle(op).await;
+            }
         }
     }
 
     async fn handle(&mut self, op: RecordOp) {
-        let uid = uid_of(&op).to_string();
-        let (namespace, name, seen) = match &op {
-            RecordOp::Refused {
-                namespace, name, ..
-            } => (namespace.clone(), name.clone(), BTreeMap::new()),
-            _ => {
-                let catalog = self.catalog.borrow().clone();
-                let Some(facts) = catalog.services.get(&uid) else {
-                    debug!(%uid, "not recording: no watched vCluster Service has this UID");
-                    return;
-                };
-                (
-                    facts.namespace.clone(),
-                    facts.name.clone(),
-                    facts.annotations.clone(),
-                )
-            }
+        let uid = op.uid().to_string();
+        let (namespace, name, seen) = {
+            let catalog = self.catalog.borrow().clone();
+            let Some(facts) = catalog.services.get(&uid) else {
+                debug!(%uid, "not recording: no watched vCluster Service has this UID");
+                return;
+            };
+            (
+                facts.namespace.clone(),
+                facts.name.clone(),
+                facts.annotations.clone(),
+            )
         };
         // Until the watch shows our previous write, plan against what we wrote.
         let current = match self.overlays.get(&uid) {
@@ -114,8 +126,10 @@ impl Writer {
             }
         };
         let plan = plan(&op, &current, &now_rfc3339());
-        if !plan.patch.is_empty() {
-            let body = serde_json::json!({ "metadata": { "annotations": plan.patch } });
+        if !plan.patch.is_empty() || !plan.labels.is_empty() {
+            // The UID makes the patch fail on a Service recreated under the same name.
+            let body = serde_json::json!({ "metadata": {
+                "uid": uid, "annotations": plan.patch, "labels": plan.labels } });
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
@@ -134,6 +148,7 @@ impl Writer {
                     self.overlays.insert(uid.clone(), Overlay { seen, written });
                 }
                 Err(e) => {
+                    self.announced.forget(&uid);
                     warn!(%namespace, %name, error = %e, "recording vCluster state on its Service failed")
                 }
             }

@@ -1,12 +1,15 @@
-//! The pure decision of what to record for a hub Status, a Job's progress, a Forget or a
-//! refused vCluster: which `vclink.io/` annotations change (nothing when nothing changed)
-//! and which Event, if any, tells the user about the transition.
+//! The pure decision of what to record for a hub Status, a Job's progress, a Forget, an
+//! exclusion, the agent's mark or a refused Register: which `vclink.io/` annotations (and
+//! labels) change (nothing when nothing changed) and which Event, if any, tells the user
+//! about the transition. A hub Status never moves a registered vCluster to another
+//! Rancher cluster ([`super::guard`]) nor overrides an exclusion the agent recorded.
 
 use std::collections::BTreeMap;
 
 use vclink_proto::keys;
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
 use vclink_proto::v1::State;
+use vclink_proto::v1::exclusion::Kind;
 use vclink_proto::v1::registration_progress::Phase;
 
 /// Values of [`keys::ANNOTATION_STATE`].
@@ -23,6 +26,8 @@ pub mod state {
     pub const ERROR: &str = "error";
     /// A user deleted the Rancher cluster.
     pub const DELETED_IN_RANCHER: &str = "deleted-in-rancher";
+    /// Reported but not imported on purpose; see the excluded-reason annotation.
+    pub const EXCLUDED: &str = "excluded";
 }
 
 /// Something to record on a vCluster's Service.
@@ -43,16 +48,38 @@ pub enum RecordOp {
         message: String,
         rancher_cluster_id: String,
         job_name: String,
+        /// UID of the Job the agent created (recorded for JobCreated; empty otherwise).
+        job_uid: String,
     },
     /// The Rancher cluster was deleted by a user.
     Forget { uid: String, reason: String },
-    /// The vCluster cannot be reported; explain why (Warning Event only).
-    Refused {
+    /// The vCluster is reported excluded (derived from the catalog).
+    Excluded {
         uid: String,
-        namespace: String,
-        name: String,
+        kind: Kind,
         reason: String,
     },
+    /// The vCluster is to be imported (derived from the catalog): undo an exclusion.
+    Included { uid: String },
+    /// Put the agent's mark (label) on the Service.
+    Mark { uid: String },
+    /// A Register was refused by the guard; explain why.
+    RegisterRefused { uid: String, reason: String },
+}
+
+impl RecordOp {
+    /// The vCluster (Service UID) the op is about.
+    pub fn uid(&self) -> &str {
+        match self {
+            RecordOp::Status { uid, .. }
+            | RecordOp::Progress { uid, .. }
+            | RecordOp::Forget { uid, .. }
+            | RecordOp::Excluded { uid, .. }
+            | RecordOp::Included { uid }
+            | RecordOp::Mark { uid }
+            | RecordOp::RegisterRefused { uid, .. } => uid,
+        }
+    }
 }
 
 /// An Event to publish.
@@ -71,6 +98,8 @@ pub struct EventSpec {
 pub struct Plan {
     /// Annotation key → new value (`None` removes it).
     pub patch: BTreeMap<String, Option<String>>,
+    /// Label key → new value (`None` removes it).
+    pub labels: BTreeMap<String, Option<String>>,
     /// Event to publish, if any.
     pub event: Option<EventSpec>,
 }
@@ -96,7 +125,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Adds `key=value` to `patch` when it differs from `current`.
-fn set(
+pub(crate) fn set(
     patch: &mut BTreeMap<String, Option<String>>,
     current: &BTreeMap<String, String>,
     key: &str,
@@ -108,7 +137,7 @@ fn set(
 }
 
 /// Moves to `new_state` (recording when), returning whether the state changed.
-fn set_state(
+pub(crate) fn set_state(
     patch: &mut BTreeMap<String, Option<String>>,
     current: &BTreeMap<String, String>,
     new_state: &str,
@@ -162,13 +191,41 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
             ..
         } => {
             let message = clean_text(message);
+            let excluded =
+                current.get(keys::ANNOTATION_STATE).map(String::as_str) == Some(state::EXCLUDED);
+            if *st == State::Excluded {
+                if set_state(&mut p.patch, current, state::EXCLUDED, now) {
+                    p.event = Some(EventSpec {
+                        warning: false,
+                        reason: "Excluded",
+                        note: if message.is_empty() {
+                            "The hub reports this vCluster as excluded.".to_string()
+                        } else {
+                            message
+                        },
+                    });
+                }
+                return p;
+            }
+            if excluded {
+                // The agent's own exclusion stands until it lifts it (Included).
+                return p;
+            }
+            if let super::guard::Switch::Refused(why) =
+                super::guard::cluster_switch(current, rancher_cluster_id)
+            {
+                return super::announce::plan_register_refused(
+                    &format!("the hub reported a state for another Rancher cluster: {why}"),
+                    current,
+                );
+            }
             let (name, warning, reason) = match st {
                 State::Pending => (state::PENDING, false, "RancherClusterCreated"),
                 State::Registering => (state::REGISTERING, false, "Registering"),
                 State::Connected => (state::CONNECTED, false, "Connected"),
                 State::Disconnected => (state::DISCONNECTED, true, "Disconnected"),
                 State::Error => (state::ERROR, true, "Error"),
-                State::Unspecified => return p,
+                State::Unspecified | State::Excluded => return p,
             };
             if !rancher_cluster_id.is_empty() {
                 set(
@@ -236,6 +293,7 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
             message,
             rancher_cluster_id,
             job_name,
+            job_uid,
             ..
         } => {
             if !rancher_cluster_id.is_empty() {
@@ -254,6 +312,16 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
             match phase {
                 Phase::JobCreated => {
                     registering_unless_connected(&mut p.patch, current, now);
+                    if !job_uid.is_empty() {
+                        set(
+                            &mut p.patch,
+                            current,
+                            keys::ANNOTATION_REGISTRATION_JOB_UID,
+                            Some(job_uid.clone()),
+                        );
+                    }
+                    // A registration started: a re-import request is honoured.
+                    set(&mut p.patch, current, keys::ANNOTATION_REIMPORT, None);
                     p.event = Some(EventSpec {
                         warning: false,
                         reason: "RegistrationJobCreated",
@@ -325,12 +393,13 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
                 ),
             });
         }
-        RecordOp::Refused { reason, .. } => {
-            p.event = Some(EventSpec {
-                warning: true,
-                reason: "InvalidVCluster",
-                note: reason.clone(),
-            });
+        RecordOp::Excluded { kind, reason, .. } => {
+            return super::announce::plan_excluded(*kind, reason, current, now);
+        }
+        RecordOp::Included { .. } => return super::announce::plan_included(current),
+        RecordOp::Mark { uid } => return super::announce::plan_mark(uid),
+        RecordOp::RegisterRefused { reason, .. } => {
+            return super::announce::plan_register_refused(reason, current);
         }
     }
     p
@@ -433,6 +502,7 @@ mod tests {
             message: "fetching the Rancher import manifest failed: HTTP 400".into(),
             rancher_cluster_id: "c-m-abcd1234".into(),
             job_name: "vclink-register-0123456789ab".into(),
+            job_uid: String::new(),
         };
         let p = plan(&op, &BTreeMap::new(), NOW);
         assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("error".into()));
@@ -453,6 +523,7 @@ mod tests {
             message: String::new(),
             rancher_cluster_id: "c-m-abcd1234".into(),
             job_name: "vclink-register-0123456789ab".into(),
+            job_uid: String::new(),
         };
         let connected = ann(&[(keys::ANNOTATION_STATE, "connected")]);
         assert!(
@@ -482,6 +553,62 @@ mod tests {
         assert_eq!(p.event.expect("event").reason, "RemovedFromRancher");
         let again = plan(&op, &ann(&[(keys::ANNOTATION_RANCHER_DELETED, NOW)]), NOW);
         assert_eq!(again, Plan::default());
+    }
+
+    #[test]
+    fn job_created_records_the_job_uid_and_honours_a_reimport() {
+        let op = RecordOp::Progress {
+            uid: "u".into(),
+            phase: Phase::JobCreated,
+            message: String::new(),
+            rancher_cluster_id: "c-m-bbbb2222".into(),
+            job_name: "vclink-register-0123456789ab".into(),
+            job_uid: "job-uid-1".into(),
+        };
+        let current = ann(&[(keys::ANNOTATION_REIMPORT, "true")]);
+        let p = plan(&op, &current, NOW);
+        assert_eq!(
+            p.patch[keys::ANNOTATION_REGISTRATION_JOB_UID],
+            Some("job-uid-1".into())
+        );
+        assert_eq!(p.patch[keys::ANNOTATION_REIMPORT], None);
+    }
+
+    #[test]
+    fn a_status_for_another_cluster_never_overwrites_a_connected_one() {
+        let current = ann(&[
+            (keys::ANNOTATION_STATE, "connected"),
+            (keys::ANNOTATION_RANCHER_CLUSTER, "c-m-aaaa1111"),
+        ]);
+        let op = RecordOp::Status {
+            uid: "u".into(),
+            state: State::Pending,
+            message: String::new(),
+            rancher_cluster_id: "c-m-bbbb2222".into(),
+            cluster_name: "forged".into(),
+        };
+        let p = plan(&op, &current, NOW);
+        assert!(!p.patch.contains_key(keys::ANNOTATION_STATE));
+        assert!(!p.patch.contains_key(keys::ANNOTATION_RANCHER_CLUSTER));
+        let ev = p.event.expect("event");
+        assert!(ev.warning && ev.note.contains("c-m-aaaa1111") && ev.note.contains("c-m-bbbb2222"));
+        let mut reimport = current.clone();
+        reimport.insert(keys::ANNOTATION_REIMPORT.into(), "true".into());
+        assert_eq!(
+            plan(&op, &reimport, NOW).patch[keys::ANNOTATION_RANCHER_CLUSTER],
+            Some("c-m-bbbb2222".into())
+        );
+    }
+
+    #[test]
+    fn an_exclusion_is_not_overridden_by_the_hub() {
+        let current = ann(&[(keys::ANNOTATION_STATE, "excluded")]);
+        assert_eq!(
+            plan(&status(State::Connected, ""), &current, NOW),
+            Plan::default()
+        );
+        let p = plan(&status(State::Excluded, "excluded"), &BTreeMap::new(), NOW);
+        assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("excluded".into()));
     }
 
     #[test]

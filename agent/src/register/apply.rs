@@ -22,8 +22,8 @@ pub const FIELD_MANAGER: &str = "vclink-register";
 /// documents are skipped, an object without apiVersion, kind or name is an error.
 pub fn parse_manifest(text: &str) -> Result<Vec<DynamicObject>, RegisterError> {
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| {
             RegisterError::Manifest(format!("document {} is not valid YAML: {e}", i + 1))
         })?;
         if value.is_null() {

@@ -4,9 +4,9 @@
 //! vCluster. On failure it exits non-zero with ONE line saying why (also written to the
 //! termination log, which the agent reads back) and never shows the manifest URL.
 
-pub mod apply;
-pub mod fetch;
-pub mod kubeconfig;
+pub(crate) mod apply;
+pub(crate) mod fetch;
+pub(crate) mod kubeconfig;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -116,7 +116,7 @@ pub async fn run(args: &RegisterArgs) -> Result<usize, (RegisterError, Secret)> 
 }
 
 /// Entry point of the subcommand: runs, reports, and maps to an exit code.
-pub fn main(args: RegisterArgs) -> ExitCode {
+pub(crate) fn main(args: RegisterArgs) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

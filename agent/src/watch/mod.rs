@@ -1,35 +1,70 @@
-//! The agent's two shared watches: Services labelled `app=vcluster` in all namespaces and
-//! Namespaces (metadata only, optionally filtered by a label selector). Each event is
-//! folded into an [`Inventory`] holding only the few fields vclink reads (rather than a
-//! reflector store of full objects, which would keep every Service's managedFields and
+//! The agent's shared watches: Services labelled `app=vcluster` in all namespaces,
+//! Services carrying the agent's own mark but no longer `app=vcluster`, and Namespaces
+//! (metadata only, unfiltered: `--namespace-selector` is evaluated in memory). Each event
+//! is folded into an [`Inventory`] holding only the few fields vclink reads (rather than
+//! a reflector store of full objects, which would keep every Service's managedFields and
 //! spec in memory), and the derived [`Catalog`] is published on a `tokio::sync::watch`
-//! channel that the hub link and the Job controller read. A vCluster refused by
-//! validation gets one Warning Event per distinct reason.
+//! channel that the hub link, the Job controller and the recorder read (the recorder
+//! turns the catalog's exclusions into state annotations and Events, and marks Services).
+//! This module depends on no other module of the agent: everything else reads from it.
+//!
+//! # When a vCluster is removed
+//! Only when its Service is gone. A label-selected watch reports a Service whose
+//! `app=vcluster` label was removed or edited exactly as it reports a deletion, so every
+//! reported Service that leaves the watches is confirmed with ONE GET by name: a 404, or
+//! a Service of that name with another UID, is a deletion (the catalog drops it and the
+//! link sends `Remove`); the same UID still there is a vCluster that lost its label
+//! (reported as excluded). Until the GET answers (retried with backoff on errors) it
+//! stays reported as last seen. Headless companions and Services never reported need no
+//! GET.
+//!
+//! To keep seeing a Service after it lost the label (so its later deletion is still a
+//! `Remove`), the recorder puts the label `vclink.io/tracked=<its own UID>` on every
+//! Service the agent reports, once, and a second watch selects
+//! `vclink.io/tracked,app!=vcluster`: the two watches are disjoint, there is no
+//! per-Service watch or poll, and an idle agent makes no request. A mark whose value is
+//! not the Service's own UID (a copied manifest) does not count.
+//!
+//! Across an agent restart the mark is the memory: a Service that lost `app=vcluster`
+//! while the agent was down is listed by the second watch and reported excluded, and one
+//! in a namespace that left the selector is reported excluded when it carries the mark
+//! (a Service vclink never reported there stays unreported). A Service deleted while the
+//! agent was down is simply absent from the first snapshot (the hub's snapshot rule
+//! applies). A Service that lost both the label and the mark while the agent was down
+//! looks deleted to it. At most [`inventory::MAX_TRACKED_UNLABELLED`] unlabelled
+//! Services are reported.
 
-pub mod inventory;
-pub mod model;
+pub(crate) mod exclusion;
+pub(crate) mod inventory;
+pub(crate) mod model;
+pub(crate) mod selector;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use vclink_proto::keys;
 
-pub use inventory::{Catalog, Inventory, Refused, ServiceFacts};
-pub use model::TrackedService;
-
-use crate::record::RecordOp;
+pub use inventory::Catalog;
+pub(crate) use inventory::{Confirmation, Feed, Inventory, ServiceFacts, Vanished};
+pub(crate) use model::TrackedService;
+pub(crate) use selector::LabelSelector;
 
 /// Receiver side of the published catalog.
 pub type CatalogRx = watch::Receiver<Arc<Catalog>>;
+
+/// Most confirming GETs in flight at once (a namespace deletion can vanish many).
+const CONFIRM_CONCURRENCY: usize = 4;
 
 /// A new catalog channel (initially empty and not ready).
 pub fn channel() -> (watch::Sender<Arc<Catalog>>, CatalogRx) {
@@ -43,54 +78,106 @@ fn project_of(ns: &impl ResourceExt) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Runs both watches until `cancel` fires, publishing every catalog change on `tx`.
-pub async fn run(
+fn service_watch(
+    client: &Client,
+    selector: &str,
+) -> BoxStream<'static, Result<Event<Service>, String>> {
+    let services: Api<Service> = Api::all(client.clone());
+    watcher::watcher(services, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .map_err(|e| e.to_string())
+        .boxed()
+}
+
+type Confirmed = (Vanished, Duration, Result<Confirmation, kube::Error>);
+
+/// One GET by name for a vanished Service, after `delay` (a retry's backoff).
+async fn confirm(client: Client, v: Vanished, delay: Duration) -> Confirmed {
+    tokio::time::sleep(delay).await;
+    let api: Api<Service> = Api::namespaced(client, &v.namespace);
+    let r = api.get_opt(&v.name).await.map(|found| {
+        match found.as_ref().and_then(TrackedService::from_service) {
+            Some(t) => Confirmation::Found(t),
+            None => Confirmation::NotFound,
+        }
+    });
+    (v, delay, r)
+}
+
+/// Runs the watches until `cancel` fires, publishing every catalog change on `tx`.
+pub(crate) async fn run(
     client: Client,
     namespace_selector: Option<String>,
     tx: watch::Sender<Arc<Catalog>>,
-    records: mpsc::Sender<RecordOp>,
     cancel: CancellationToken,
 ) {
-    let services: Api<Service> = Api::all(client.clone());
-    let mut svc_stream = watcher::watcher(
-        services,
-        watcher::Config::default().labels(keys::SERVICE_SELECTOR),
-    )
-    .default_backoff()
-    .map_err(|e| e.to_string())
-    .boxed();
-    let ns_cfg = match &namespace_selector {
-        Some(sel) => watcher::Config::default().labels(sel),
-        None => watcher::Config::default(),
+    let selector = match namespace_selector.as_deref().map(LabelSelector::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            // Checked at start-up; should it still fail, select nothing (never delete).
+            error!(error = %e, "cannot evaluate --namespace-selector; no namespace is selected");
+            LabelSelector::parse("vclink.io/unparsable-namespace-selector").ok()
+        }
     };
-    // Metadata-only: the agent needs a namespace's annotations, never its spec or status.
-    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
-    let mut ns_stream = watcher::watcher(namespaces, ns_cfg)
+    let mut labelled = service_watch(&client, keys::SERVICE_SELECTOR);
+    let mut tracked = service_watch(&client, keys::TRACKED_UNLABELLED_SELECTOR);
+    // Metadata-only: the agent needs a namespace's labels and annotations, never its spec.
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let mut ns_stream = watcher::watcher(namespaces, watcher::Config::default())
         .default_backoff()
         .map_err(|e| e.to_string())
         .boxed();
 
-    let mut inv = Inventory::new(namespace_selector.is_some());
-    let mut warned: HashMap<String, String> = HashMap::new();
+    let mut inv = Inventory::new(selector);
+    let mut waiting: VecDeque<(Vanished, Duration)> = VecDeque::new();
+    let mut in_flight = FuturesUnordered::new();
     loop {
+        while in_flight.len() < CONFIRM_CONCURRENCY
+            && let Some((v, delay)) = waiting.pop_front()
+        {
+            in_flight.push(confirm(client.clone(), v, delay));
+        }
+        let mut vanished = Vec::new();
         let changed = tokio::select! {
             _ = cancel.cancelled() => return,
-            ev = svc_stream.next() => match ev {
+            ev = labelled.next() => match ev {
                 None => return,
                 Some(Err(e)) => { warn!(error = %e, "watching vCluster Services failed; retrying with backoff"); false }
-                Some(Ok(ev)) => apply_service_event(&mut inv, ev),
+                Some(Ok(ev)) => apply_service_event(&mut inv, Feed::Labelled, ev, &mut vanished),
+            },
+            ev = tracked.next() => match ev {
+                None => return,
+                Some(Err(e)) => { warn!(error = %e, "watching tracked Services failed; retrying with backoff"); false }
+                Some(Ok(ev)) => apply_service_event(&mut inv, Feed::Tracked, ev, &mut vanished),
             },
             ev = ns_stream.next() => match ev {
                 None => return,
                 Some(Err(e)) => { warn!(error = %e, "watching Namespaces failed; retrying with backoff"); false }
                 Some(Ok(ev)) => apply_namespace_event(&mut inv, ev),
             },
+            Some((v, delay, r)) = in_flight.next(), if !in_flight.is_empty() => match r {
+                Ok(found) => {
+                    let gone = !matches!(&found, Confirmation::Found(t) if t.uid == v.uid);
+                    info!(namespace = %v.namespace, name = %v.name, deleted = gone, "confirmed a vCluster Service that left the watches");
+                    inv.confirmed(&v.uid, found);
+                    true
+                }
+                Err(e) => {
+                    let next = (delay * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    warn!(namespace = %v.namespace, name = %v.name, error = %e, "cannot confirm whether a vCluster Service was deleted; it stays reported, retrying");
+                    if inv.is_pending(&v.uid) {
+                        waiting.push_back((v, next));
+                    }
+                    false
+                }
+            },
         };
+        waiting.extend(vanished.into_iter().map(|v| (v, Duration::ZERO)));
         if !changed {
             continue;
         }
         let catalog = inv.catalog();
-        warn_refused(&catalog, &mut warned, &records);
         tx.send_if_modified(|current| {
             if **current == catalog {
                 return false;
@@ -107,34 +194,53 @@ pub async fn run(
     }
 }
 
-/// Folds one Service event in; returns whether the catalog may have changed.
-fn apply_service_event(inv: &mut Inventory, ev: Event<Service>) -> bool {
+/// Folds one Service event of `feed` in, collecting Services to confirm; returns whether
+/// the catalog may have changed. The tracked feed ignores Services whose mark is not
+/// their own UID.
+fn apply_service_event(
+    inv: &mut Inventory,
+    feed: Feed,
+    ev: Event<Service>,
+    vanished: &mut Vec<Vanished>,
+) -> bool {
+    let usable = |s: &Service| {
+        TrackedService::from_service(s).filter(|t| feed == Feed::Labelled || t.marked)
+    };
     match ev {
         Event::Init => {
-            inv.services_init();
+            inv.services_init(feed);
             false
         }
         Event::InitApply(s) => {
-            if let Some(t) = TrackedService::from_service(&s) {
-                inv.services_init_apply(t);
+            if let Some(t) = usable(&s) {
+                inv.services_init_apply(feed, t);
             }
             false
         }
         Event::InitDone => {
-            inv.services_init_done();
+            vanished.extend(inv.services_init_done(feed));
             true
         }
         Event::Apply(s) => {
-            match TrackedService::from_service(&s) {
-                Some(t) => inv.service_applied(t),
+            match usable(&s) {
+                Some(t) => vanished.extend(inv.service_applied(feed, t)),
                 None => {
-                    debug!(name = %s.name_any(), "ignoring a Service without name, namespace or UID")
+                    debug!(name = %s.name_any(), "ignoring a Service without name, namespace, UID or a valid mark");
+                    vanished.extend(inv.service_deleted(
+                        feed,
+                        &s.namespace().unwrap_or_default(),
+                        &s.name_any(),
+                    ));
                 }
             }
             true
         }
         Event::Delete(s) => {
-            inv.service_deleted(&s.namespace().unwrap_or_default(), &s.name_any());
+            vanished.extend(inv.service_deleted(
+                feed,
+                &s.namespace().unwrap_or_default(),
+                &s.name_any(),
+            ));
             true
         }
     }
@@ -142,13 +248,14 @@ fn apply_service_event(inv: &mut Inventory, ev: Event<Service>) -> bool {
 
 /// Folds one Namespace (metadata) event in.
 fn apply_namespace_event<K: ResourceExt>(inv: &mut Inventory, ev: Event<K>) -> bool {
+    let labels = |n: &K| -> BTreeMap<String, String> { n.labels().clone() };
     match ev {
         Event::Init => {
             inv.namespaces_init();
             false
         }
         Event::InitApply(n) => {
-            inv.namespaces_init_apply(n.name_any(), project_of(&n));
+            inv.namespaces_init_apply(n.name_any(), project_of(&n), &labels(&n));
             false
         }
         Event::InitDone => {
@@ -156,36 +263,12 @@ fn apply_namespace_event<K: ResourceExt>(inv: &mut Inventory, ev: Event<K>) -> b
             true
         }
         Event::Apply(n) => {
-            inv.namespace_applied(n.name_any(), project_of(&n));
+            inv.namespace_applied(n.name_any(), project_of(&n), &labels(&n));
             true
         }
         Event::Delete(n) => {
             inv.namespace_deleted(&n.name_any());
             true
-        }
-    }
-}
-
-/// Queues one Warning Event per refused vCluster and distinct reason.
-fn warn_refused(
-    catalog: &Catalog,
-    warned: &mut HashMap<String, String>,
-    records: &mpsc::Sender<RecordOp>,
-) {
-    warned.retain(|uid, _| catalog.refused.contains_key(uid));
-    for (uid, r) in &catalog.refused {
-        if warned.get(uid) == Some(&r.reason) {
-            continue;
-        }
-        warn!(namespace = %r.namespace, name = %r.name, reason = %r.reason, "vCluster not reported to the hub");
-        let op = RecordOp::Refused {
-            uid: uid.clone(),
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-            reason: r.reason.clone(),
-        };
-        if records.try_send(op).is_ok() {
-            warned.insert(uid.clone(), r.reason.clone());
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Pure translation of Kubernetes objects into what the agent keeps and sends: a compact
 //! [`TrackedService`] per vCluster Service (only the fields vclink reads, so 500 Services
-//! cost a few hundred KiB, not the full objects) and the wire [`VCluster`] built from it
-//! and its namespace's project.
+//! cost a few hundred KiB, not the full objects) and the wire [`VCluster`] built from it,
+//! its namespace's project and its exclusion (see [`super::exclusion`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use vclink_proto::keys;
-use vclink_proto::v1::{Flavour, VCluster};
+use vclink_proto::v1::{Exclusion, Flavour, VCluster};
 
 /// Namespace annotation that puts a namespace into a Rancher project.
 pub const ANNOTATION_PROJECT_ID: &str = "field.cattle.io/projectId";
@@ -27,8 +27,14 @@ pub struct TrackedService {
     pub name: String,
     /// `clusterIP: None`: the `<name>-headless` companion, never a vCluster.
     pub headless: bool,
-    /// The user opted this vCluster out (`vclink.io/skip-import: "true"`).
+    /// The user opted this vCluster out (`vclink.io/skip-import: "true"`, or the
+    /// operator's `loft.sh/vcluster-skip-import: "true"`).
     pub skip_import: bool,
+    /// Carries `app=vcluster` (false for a Service seen through the tracked-label watch).
+    pub vcluster_label: bool,
+    /// The agent's own mark ([`keys::LABEL_TRACKED`]) is present and names this UID (a
+    /// copied Service carries another object's UID and counts as unmarked).
+    pub marked: bool,
     /// Detected vCluster layout.
     pub flavour: Flavour,
     /// Port number of the `https` port (443 for every known vCluster version).
@@ -66,28 +72,37 @@ impl TrackedService {
             .filter(|(k, _)| k.starts_with(VCLINK_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let skip_import = annotations
-            .get(keys::ANNOTATION_SKIP_IMPORT)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let is_true = |k: &str| {
+            all_annotations
+                .get(k)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        let skip_import =
+            is_true(keys::ANNOTATION_SKIP_IMPORT) || is_true(keys::ANNOTATION_LOFT_SKIP_IMPORT);
+        let vcluster_label = labels.get("app").is_some_and(|v| v == "vcluster");
+        let marked = labels.get(keys::LABEL_TRACKED) == Some(&uid);
         Some(Self {
             uid,
             namespace,
             name,
             headless,
             skip_import,
+            vcluster_label,
+            marked,
             flavour: flavour(labels),
             https_port,
             annotations,
         })
     }
 
-    /// True when this Service must not be reported as a vCluster.
+    /// True when this Service is no vCluster at all (the `<name>-headless` companion).
     pub fn is_skipped(&self) -> bool {
-        self.headless || self.skip_import
+        self.headless
     }
 
-    /// The wire description of this vCluster, given its namespace's project annotation.
-    pub fn to_vcluster(&self, project_id: Option<&str>) -> VCluster {
+    /// The wire description of this vCluster, given its namespace's project annotation
+    /// (unchecked: [`super::exclusion::describe`] validates and excludes).
+    pub fn to_vcluster(&self, project_id: Option<&str>, exclusion: Option<Exclusion>) -> VCluster {
         let ann = |k: &str| {
             self.annotations
                 .get(k)
@@ -103,6 +118,7 @@ impl TrackedService {
             requested_name: ann(keys::ANNOTATION_CLUSTER_NAME),
             recorded_cluster_id: ann(keys::ANNOTATION_RANCHER_CLUSTER),
             rancher_cluster_deleted: !ann(keys::ANNOTATION_RANCHER_DELETED).is_empty(),
+            exclusion,
         }
     }
 }
@@ -203,7 +219,7 @@ mod tests {
             !t.annotations.contains_key("unrelated/annotation"),
             "only vclink.io/ annotations are kept"
         );
-        let v = t.to_vcluster(Some("c-m-abcd1234:p-xk2lm"));
+        let v = t.to_vcluster(Some("c-m-abcd1234:p-xk2lm"), None);
         assert_eq!(v.uid, UID);
         assert_eq!((v.namespace.as_str(), v.name.as_str()), ("team-a", "vc1"));
         assert_eq!(v.project_id, "c-m-abcd1234:p-xk2lm");
@@ -218,29 +234,51 @@ mod tests {
     fn namespace_without_project_gives_empty_project_id() {
         let t = TrackedService::from_service(&svc(&[("app", "vcluster")], &[], Some("10.0.0.1")))
             .expect("tracked");
-        assert_eq!(t.to_vcluster(None).project_id, "");
+        assert_eq!(t.to_vcluster(None, None).project_id, "");
     }
 
     #[test]
-    fn headless_and_opted_out_services_are_skipped() {
+    fn headless_services_are_skipped_and_opt_outs_are_read() {
         let headless =
             TrackedService::from_service(&svc(&[("app", "vcluster")], &[], Some("None")))
                 .expect("tracked");
         assert!(headless.is_skipped());
-        let opted_out = TrackedService::from_service(&svc(
-            &[("app", "vcluster")],
-            &[("vclink.io/skip-import", "true")],
-            Some("10.0.0.1"),
-        ))
-        .expect("tracked");
-        assert!(opted_out.is_skipped());
+        for key in ["vclink.io/skip-import", "loft.sh/vcluster-skip-import"] {
+            let opted_out = TrackedService::from_service(&svc(
+                &[("app", "vcluster")],
+                &[(key, "True")],
+                Some("10.0.0.1"),
+            ))
+            .expect("tracked");
+            assert!(!opted_out.is_skipped(), "an opt-out is still a vCluster");
+            assert!(opted_out.skip_import, "{key}");
+        }
         let not_opted_out = TrackedService::from_service(&svc(
             &[("app", "vcluster")],
             &[("vclink.io/skip-import", "false")],
             Some("10.0.0.1"),
         ))
         .expect("tracked");
-        assert!(!not_opted_out.is_skipped());
+        assert!(!not_opted_out.skip_import);
+        assert!(not_opted_out.vcluster_label && !not_opted_out.marked);
+    }
+
+    #[test]
+    fn the_mark_counts_only_with_this_services_uid() {
+        let own = TrackedService::from_service(&svc(
+            &[("vclink.io/tracked", UID)],
+            &[],
+            Some("10.0.0.1"),
+        ))
+        .expect("tracked");
+        assert!(own.marked && !own.vcluster_label);
+        let copied = TrackedService::from_service(&svc(
+            &[("vclink.io/tracked", "0b6f7c52-8a8e-4c3f-9d51-000000000000")],
+            &[],
+            Some("10.0.0.1"),
+        ))
+        .expect("tracked");
+        assert!(!copied.marked);
     }
 
     #[test]
@@ -251,7 +289,7 @@ mod tests {
             Some("10.0.0.1"),
         ))
         .expect("tracked");
-        assert!(t.to_vcluster(None).rancher_cluster_deleted);
+        assert!(t.to_vcluster(None, None).rancher_cluster_deleted);
     }
 
     #[test]

@@ -57,3 +57,35 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s-hub-ca" (include "vclink-agent.fullname" .) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Rancher cluster id: clusterId (Fleet), else global.cattle.clusterId (Apps page). */}}
+{{- define "vclink-agent.clusterId" -}}
+{{- $fromRancher := "" -}}
+{{- if and .Values.global .Values.global.cattle -}}
+{{- $fromRancher = .Values.global.cattle.clusterId | default "" -}}
+{{- end -}}
+{{- default $fromRancher .Values.clusterId -}}
+{{- end -}}
+
+{{/*
+Flags of the registration Job's pod settings, one argument per list item (the agent
+copies them onto every Job it creates). Each toleration is passed as one JSON object.
+*/}}
+{{- define "vclink-agent.jobArgs" -}}
+{{- range .Values.job.imagePullSecrets }}
+- --job-image-pull-secret
+- {{ required "job.imagePullSecrets[] entries need a name" .name | quote }}
+{{- end }}
+{{- range $k, $v := .Values.job.nodeSelector }}
+- --job-node-selector
+- {{ printf "%s=%s" $k $v | quote }}
+{{- end }}
+{{- range .Values.job.tolerations }}
+- --job-toleration
+- {{ toJson . | quote }}
+{{- end }}
+{{- with .Values.job.priorityClassName }}
+- --job-priority-class-name
+- {{ . | quote }}
+{{- end }}
+{{- end -}}

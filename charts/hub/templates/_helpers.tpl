@@ -61,3 +61,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "vclink-hub.crtbGrantRole" -}}
 {{- printf "%s-crtb-grant" (include "vclink-hub.fullname" .) -}}
 {{- end -}}
+
+{{/* Rancher's URL: rancher.url, else global.cattle.url (set by Rancher's Apps page). */}}
+{{- define "vclink-hub.rancherUrl" -}}
+{{- $fromRancher := "" -}}
+{{- if and .Values.global .Values.global.cattle -}}
+{{- $fromRancher = .Values.global.cattle.url | default "" -}}
+{{- end -}}
+{{- default $fromRancher .Values.rancher.url | trimSuffix "/" -}}
+{{- end -}}

@@ -20,17 +20,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
+use vclink_proto::ratelimit::TokenBucket;
 use vclink_proto::v1::link_server::{Link, LinkServer};
 use vclink_proto::v1::{AgentMessage, Hello, HubMessage, Welcome, agent_message::Msg, hub_message};
 use vclink_proto::{PROTOCOL_VERSION, Secret, limits, validate};
 
-use super::auth::{self, AgentAuthenticator, AuthError};
-use super::session::{Reject, SessionState};
-use crate::identity::tokenreview::Admission;
-use crate::world::{Hub, Outbound};
+use crate::core::session::{Reject, SessionState};
+use crate::identity::auth::{AgentAuthenticator, AuthError};
+use crate::state::{Hub, Outbound};
 
 /// How long a new stream may take to send Hello.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After an unreachable verifier, when to try a stream's check again.
 const REVERIFY_RETRY: Duration = Duration::from_secs(15);
@@ -39,13 +39,13 @@ const MAX_TOKEN_BYTES: usize = crate::identity::jwt::MAX_TOKEN_BYTES;
 
 /// Per-stream limits and identity timing.
 #[derive(Clone, Debug)]
-pub struct EdgeLimits {
+pub(crate) struct EdgeLimits {
     /// Messages per second one stream may send (sustained); ≤ 0 disables the limit.
-    pub message_rate: f64,
+    pub(crate) message_rate: f64,
     /// Burst above `message_rate`.
-    pub message_burst: u32,
+    pub(crate) message_burst: u32,
     /// How often a stream's token is verified again.
-    pub reverify_interval: Duration,
+    pub(crate) reverify_interval: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -82,7 +82,7 @@ impl LinkService {
     }
 
     /// Replaces the per-stream limits.
-    pub fn with_limits(mut self, limits: EdgeLimits) -> Self {
+    pub(crate) fn with_limits(mut self, limits: EdgeLimits) -> Self {
         self.limits = limits;
         self
     }
@@ -109,7 +109,7 @@ impl Link for LinkService {
                 "the hub is starting (loading Rancher objects); retry shortly",
             ));
         }
-        let bearer = auth::bearer(req.metadata());
+        let bearer = bearer(req.metadata());
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let inbound = req.into_inner();
         // Room for a Status and a Register per vCluster after a snapshot, plus slack.
@@ -212,7 +212,7 @@ struct Credential {
 }
 
 /// When to verify next: after `interval`, or just after the token's own expiry.
-pub fn next_check(interval: Duration, expiry: Option<SystemTime>) -> Duration {
+pub(crate) fn next_check(interval: Duration, expiry: Option<SystemTime>) -> Duration {
     let until_expiry = expiry.map(|e| {
         e.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
@@ -322,7 +322,7 @@ async fn drive(
     let stream_id = hub.attach(&host, tx.clone(), cancel.clone());
     let idle = Duration::from_secs(u64::from(hub.cfg.heartbeat_seconds).saturating_mul(3));
     let mut session = SessionState::new(host.clone(), hub.cfg.max_vclusters);
-    let bucket = Admission::new(limits.message_rate, limits.message_burst);
+    let bucket = TokenBucket::new(limits.message_rate, limits.message_burst);
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => {
@@ -403,4 +403,27 @@ async fn drive(
         }
     }
     hub.detach(&host, stream_id);
+}
+
+/// Extracts the bearer token from request metadata.
+pub(crate) fn bearer(md: &tonic::metadata::MetadataMap) -> Option<Secret> {
+    let v = md.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| Secret::new(token.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_read_from_metadata() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(bearer(&md), None);
+        md.insert("authorization", "Bearer abc.def".parse().unwrap());
+        assert_eq!(bearer(&md).unwrap().expose(), "abc.def");
+        md.insert("authorization", "Basic xyz".parse().unwrap());
+        assert_eq!(bearer(&md), None);
+    }
 }

@@ -78,20 +78,14 @@ impl ReviewCache {
         e.insert(key(cluster, token), until);
     }
 
-    /// Forgets everything (e.g. after the expected ServiceAccount changed).
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    /// Number of entries (tests, metrics).
+    /// Number of entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// True when empty.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,12 +1,12 @@
 //! Metrics of agent identity: TokenReview outcomes, stream re-verifications and the
 //! rotation of the hub's Rancher token. Registered into the hub's registry by
-//! [`crate::metrics::Metrics::add_identity`]; labels are fixed strings only.
+//! the hub's `Metrics::register`; labels are fixed strings only.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::rancher::credential::RotationObserver;
+use super::credential::RotationObserver;
 
 type Labels = [(&'static str, &'static str); 1];
 

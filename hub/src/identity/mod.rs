@@ -1,14 +1,24 @@
-//! Agent identity: the TokenReview authenticator (an agent's projected ServiceAccount
-//! token checked by the API server of the cluster it claims, through Rancher's cluster
-//! proxy), its bounded cache and unverified-`exp` reader, the Rancher proxy client, the
-//! identity metrics, and [`build`], which turns the hub's flags into the authenticator
-//! (plus the task rotating the hub's own Rancher token).
+//! Agent identity: the authenticator seam and its TokenReview implementation (an
+//! agent's projected ServiceAccount token checked by the API server of the cluster it
+//! claims, through Rancher's cluster proxy), and [`build`], which turns the hub's flags
+//! into the authenticator (plus the task rotating the hub's own Rancher token).
+//!
+//! - [`auth`]: the `AgentAuthenticator` trait, `AgentIdentity`, `AuthError`, and the
+//!   insecure `TrustClaimedCluster` for tests.
+//! - [`tokenreview`]: the TokenReview authenticator and its admission limit.
+//! - [`cache`]: the bounded cache of verified tokens.
+//! - [`jwt`]: the token's unverified `exp`, used only for scheduling.
+//! - [`proxy`]: the client of Rancher's cluster proxy.
+//! - [`credential`]: the hub's Rancher credential (a file, or a Token it rotates).
+//! - [`metrics`]: TokenReview, re-verification and rotation counters.
 
-pub mod cache;
-pub mod jwt;
-pub mod metrics;
-pub mod proxy;
-pub mod tokenreview;
+pub mod auth;
+pub(crate) mod cache;
+pub(crate) mod credential;
+pub(crate) mod jwt;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod tokenreview;
 
 use std::sync::Arc;
 
@@ -16,15 +26,15 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::IdentityMetrics;
-pub use tokenreview::{ReviewSettings, TokenReviewAuthenticator};
+pub(crate) use metrics::IdentityMetrics;
+pub(crate) use tokenreview::{ReviewSettings, TokenReviewAuthenticator};
 
 use crate::config::{AgentAuthMode, Args};
-use crate::grpc::auth::{AgentAuthenticator, TrustClaimedCluster};
-use crate::rancher::credential::{CredentialSource, FileCredential, ManagedToken};
+use auth::{AgentAuthenticator, TrustClaimedCluster};
+use credential::{CredentialSource, FileCredential, ManagedToken};
 
 /// The authenticator the flags ask for, and the credential rotation task if any.
-pub async fn build(
+pub(crate) async fn build(
     args: &Args,
     client: &kube::Client,
     shutdown: &CancellationToken,

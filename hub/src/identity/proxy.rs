@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use vclink_proto::{Secret, validate};
 
-use crate::rancher::credential::{CredentialError, CredentialSource};
+use crate::identity::credential::{CredentialError, CredentialSource};
 
 /// Longest a TokenReview round trip may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

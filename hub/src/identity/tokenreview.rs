@@ -16,12 +16,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use vclink_proto::Secret;
+use vclink_proto::ratelimit::TokenBucket;
 
+use super::auth::{AgentAuthenticator, AgentIdentity, AuthError};
 use super::cache::ReviewCache;
 use super::jwt::{MAX_TOKEN_BYTES, unverified_expiry};
 use super::metrics::IdentityMetrics;
 use super::proxy::{ProxyError, RancherProxy};
-use crate::grpc::auth::{AgentAuthenticator, AgentIdentity, AuthError};
+use crate::core::backoff::Backoff;
 
 /// Settings of [`TokenReviewAuthenticator`].
 #[derive(Clone, Debug)]
@@ -54,55 +56,12 @@ impl ReviewSettings {
     }
 }
 
-/// A token bucket that refuses instead of running into debt (an attacker's flood must
-/// not delay honest agents beyond the bucket's refill).
-#[derive(Debug)]
-pub struct Admission {
-    qps: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Admission {
-    /// `qps` per second, at most `burst` at once.
-    pub fn new(qps: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            qps: if qps.is_finite() && qps > 0.0 {
-                qps
-            } else {
-                0.0
-            },
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
-    }
-
-    /// Takes a token if one is there.
-    pub fn try_take(&self, now: Instant) -> bool {
-        if self.qps == 0.0 {
-            return true;
-        }
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        let tokens = (s.0 + elapsed * self.qps).min(self.burst);
-        s.1 = now.max(s.1);
-        if tokens >= 1.0 {
-            s.0 = tokens - 1.0;
-            true
-        } else {
-            s.0 = tokens;
-            false
-        }
-    }
-}
-
 /// See the module docs.
 pub struct TokenReviewAuthenticator {
     proxy: RancherProxy,
     settings: ReviewSettings,
     cache: ReviewCache,
-    admission: Admission,
+    admission: TokenBucket,
     /// Until when calls pause after transport failures, and how many in a row.
     pause: Mutex<(Option<Instant>, u32)>,
     metrics: IdentityMetrics,
@@ -162,7 +121,7 @@ impl TokenReviewAuthenticator {
     pub fn new(proxy: RancherProxy, settings: ReviewSettings, metrics: IdentityMetrics) -> Self {
         Self {
             cache: ReviewCache::new(settings.cache_ttl, settings.cache_capacity),
-            admission: Admission::new(settings.qps, settings.burst),
+            admission: TokenBucket::new(settings.qps, settings.burst),
             proxy,
             settings,
             pause: Mutex::new((None, 0)),
@@ -181,8 +140,7 @@ impl TokenReviewAuthenticator {
             *p = (None, 0);
         } else {
             p.1 = p.1.saturating_add(1);
-            let d = Duration::from_millis(500u64.saturating_mul(1 << p.1.min(6)))
-                .min(Duration::from_secs(30));
+            let d = Backoff::capped(Duration::from_secs(30)).delay(p.1);
             p.0 = Some(now + d);
         }
     }
@@ -335,18 +293,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e.0, AuthError::Denied(_)));
-    }
-
-    #[test]
-    fn admission_refuses_instead_of_queueing() {
-        let a = Admission::new(2.0, 2);
-        let t = Instant::now();
-        assert!(a.try_take(t) && a.try_take(t));
-        for _ in 0..100 {
-            assert!(!a.try_take(t));
-        }
-        // The refusals ran up no debt: half a second later one token is back.
-        assert!(a.try_take(t + Duration::from_millis(500)));
-        assert!(Admission::new(0.0, 1).try_take(t));
     }
 }

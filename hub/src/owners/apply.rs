@@ -16,14 +16,15 @@ use vclink_proto::keys::{
 };
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
 
+use super::acting::{creator_is_owner, granted_elsewhere, is_user};
 use super::desired::{Desired, Plan, desired, plan, project_of};
 use super::model::{
     ANNOTATION_PARENTS, COMPONENT_OWNER, Crtb, LABEL_COMPONENT, LABEL_PARENT_KIND,
     LABEL_PARENT_NAME, LABEL_PARENT_NAMESPACE, is_owned, parse_crtb,
 };
-use super::{Owners, crtb_resource, reported_project};
-use crate::index::VcKey;
-use crate::rancher::{mgmt_resource, prov_resource};
+use super::{Owners, reported_project};
+use crate::core::index::VcKey;
+use crate::rancher::{Kind, parse_prov};
 
 /// A write of owner sync that failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +141,7 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
         let prtbs: Vec<_> = project
             .map(|p| s.prtbs_in(&p.prtb_namespace).collect())
             .unwrap_or_default();
-        let want: BTreeMap<String, Desired> = desired(
+        let mut want: BTreeMap<String, Desired> = desired(
             &t.mgmt_id,
             &key.host,
             project,
@@ -149,8 +150,28 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
             &owners.mapping,
         );
         let owned: Vec<_> = s.owned_in(&t.mgmt_id).collect();
+        // Never a grant to the hub's own user (it owns the cluster already, as creator);
+        // and a grant another CRTB of the cluster already makes is left to that one
+        // (Rancher 2.14+ would refuse ours with 409) unless ours exists.
+        if let Some(a) = &owners.acting {
+            want.retain(|_, d| !is_user(&d.subject, &a.user));
+        }
+        want.retain(|name, d| {
+            owned.iter().any(|o| o.name == *name) || !granted_elsewhere(s.foreign_in(&t.mgmt_id), d)
+        });
         let foreign: HashSet<&str> = s.foreign_in(&t.mgmt_id).map(|b| b.name.as_str()).collect();
-        plan(&want, &owned, &foreign)
+        let mut plan = plan(&want, &owned, &foreign);
+        // As the hub's user, creates pass Rancher's escalation check only once Rancher
+        // has made it owner (CRTB creator-cluster-owner); the CRTB watch requeues this
+        // vCluster when that binding appears, so waiting costs no request.
+        if let Some(a) = &owners.acting
+            && !plan.create.is_empty()
+            && !creator_is_owner(s.foreign_in(&t.mgmt_id), &a.user)
+        {
+            tracing::debug!(host = %key.host, uid = %key.uid, cluster = %t.mgmt_id, user = %a.user, "owner sync: waiting for Rancher to make the hub's user owner (creator-cluster-owner)");
+            plan.create.clear();
+        }
+        plan
     };
     let mut errors = Vec::new();
     if let Some(new) = &t.relabel
@@ -166,9 +187,9 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
 }
 
 /// Waits for the shared write budget and counts the request by resource and verb, so
-/// the scale numbers separate CRTBs from the grant RoleBinding and cluster relabels.
+/// the scale numbers separate CRTBs from cluster relabels.
 async fn call(owners: &Owners, resource: &'static str, verb: &'static str) {
-    owners.limiter.acquire().await;
+    owners.limiter.until_ready().await;
     owners
         .hub
         .metrics
@@ -181,11 +202,7 @@ async fn call(owners: &Owners, resource: &'static str, verb: &'static str) {
 /// (the hub rebuilds from these labels after a restart).
 async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(), OwnerError> {
     let patch = json!({"metadata": {"labels": {LABEL_PROJECT: project}}});
-    let prov: Api<DynamicObject> = Api::namespaced_with(
-        owners.client.clone(),
-        &owners.hub.cfg.workspace,
-        &prov_resource(),
-    );
+    let prov = Kind::ProvCluster.namespaced(owners.client.clone(), &owners.hub.cfg.workspace);
     call(owners, "cluster", "patch").await;
     let patched = prov
         .patch(&t.prov_name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -197,13 +214,8 @@ async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(
             )
         })?;
     // Seen at once by the next decision, before the watch event arrives.
-    let keys = owners
-        .hub
-        .world()
-        .index
-        .apply_prov_written(crate::rancher::parse_prov(&patched));
-    owners.hub.queue.add_all(keys);
-    let mgmt: Api<DynamicObject> = Api::all_with(owners.client.clone(), &mgmt_resource());
+    owners.hub.record_written(parse_prov(&patched));
+    let mgmt = Kind::MgmtCluster.all(owners.client.clone());
     call(owners, "cluster", "patch").await;
     mgmt.patch(&t.mgmt_id, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -215,8 +227,9 @@ async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(
 }
 
 async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<OwnerError> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(owners.client.clone(), &t.mgmt_id, &crtb_resource());
+    // Writes go as the hub's Rancher user (see `acting`); reads stay the ServiceAccount's.
+    let writer = owners.acting.as_ref().map_or(&owners.client, |a| &a.client);
+    let api = Kind::Crtb.namespaced(writer.clone(), &t.mgmt_id);
     let mut errors = Vec::new();
     for (name, uid) in plan.delete {
         call(owners, "crtb", "delete").await;
@@ -250,22 +263,8 @@ async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<
     if plan.create.is_empty() {
         return errors;
     }
-    // Held only while creating: see `grant`.
-    if let Some(g) = &owners.grant {
-        call(owners, "rolebinding", "create").await;
-        if let Err(e) = g.bind(&owners.client, &t.mgmt_id).await {
-            errors.push(e);
-            return errors;
-        }
-    }
     for d in plan.create {
         if let Err(e) = create(owners, &api, key, t, &d).await {
-            errors.push(e);
-        }
-    }
-    if let Some(g) = &owners.grant {
-        call(owners, "rolebinding", "delete").await;
-        if let Err(e) = g.unbind(&owners.client, &t.mgmt_id).await {
             errors.push(e);
         }
     }
@@ -287,12 +286,25 @@ async fn create(
     call(owners, "crtb", "create").await;
     let created = match api.create(&PostParams::default(), &obj).await {
         Ok(c) => c,
-        // Exists already: ours (an earlier attempt, or the watch lags) is adopted.
+        // Exists already: ours (an earlier attempt, or the watch lags) is adopted. With
+        // no object of that name, Rancher's webhook (2.14+) refused a duplicate: another
+        // CRTB already makes this grant, which is all that was wanted.
         Err(kube::Error::Api(e)) if e.code == 409 => {
             call(owners, "crtb", "get").await;
-            let existing = api.get(&d.name).await.map_err(|e| {
-                OwnerError::from_kube(format!("reading owner binding {}", d.name), e)
-            })?;
+            let reader = Kind::Crtb.namespaced(owners.client.clone(), &t.mgmt_id);
+            let existing = match reader.get(&d.name).await {
+                Ok(o) => o,
+                Err(kube::Error::Api(g)) if g.code == 404 => {
+                    tracing::info!(host = %key.host, uid = %key.uid, rancher_cluster = %t.mgmt_id, role = %d.role, subject = %d.subject.id(), "owner binding not created: another binding of the cluster already grants it");
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(OwnerError::from_kube(
+                        format!("reading owner binding {}", d.name),
+                        e,
+                    ));
+                }
+            };
             if !is_owned(&existing) {
                 return Err(OwnerError::Conflict {
                     what: grant_text(d),
@@ -345,7 +357,8 @@ pub fn build_crtb(key: &VcKey, mgmt_id: &str, d: &Desired) -> DynamicObject {
     for (k, v) in d.subject.fields() {
         o[k] = Value::String(v);
     }
-    serde_json::from_value(o).unwrap_or_else(|_| DynamicObject::new(&d.name, &crtb_resource()))
+    serde_json::from_value(o)
+        .unwrap_or_else(|_| DynamicObject::new(&d.name, &Kind::Crtb.resource()))
 }
 
 fn label_value_ok(s: &str) -> bool {

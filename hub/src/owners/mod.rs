@@ -1,4 +1,4 @@
-//! Owner sync (issue 5): people who own or work in the project that holds a vCluster's
+//! Owner sync: people who own or work in the project that holds a vCluster's
 //! namespace, and the owners of its host cluster, get access to the vCluster's Rancher
 //! cluster through CRTBs the hub keeps in that cluster's `c-m-` namespace — and lose it
 //! when they lose the project.
@@ -8,17 +8,19 @@
 //! - [`desired`]: the pure decision (desired CRTBs, names, plan) with its unit tests.
 //! - [`store`]: the in-memory index of what the watches saw.
 //! - [`watch`]: one watch per kind (Projects, PRTBs, CRTBs), all namespaces, no polling.
+//! - [`acting`]: owner CRTBs are written as the hub's impersonated Rancher user, the
+//!   creator (so owner) of the clusters the hub made; the rules that follow from it.
 //! - [`apply`]: workers that carry out a plan through the rate limiter and report
 //!   failures (metric, log line, the vCluster's Status).
 //!
 //! Work is keyed by vCluster ([`VcKey`]) on its own bounded, deduplicated queue; the main
 //! reconcile notifies it whenever a vCluster's cluster, labels or reported project
-//! change ([`crate::world::Hub::notify_owners`]). Only CRTBs labelled
+//! change ([`crate::state::Hub::notify_owners`]). Only CRTBs labelled
 //! `vclink.io/managed-by=vclink` and `vclink.io/component=owner-binding` are ever deleted.
 
+pub mod acting;
 pub mod apply;
 pub mod desired;
-pub mod grant;
 pub mod mapping;
 pub mod model;
 pub mod store;
@@ -27,60 +29,25 @@ pub mod watch;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::Client;
-use kube::api::{ApiResource, GroupVersionKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::VcKey;
+use crate::core::index::VcKey;
 use crate::queue::Queue;
-use crate::ratelimit::RateLimiter;
-use crate::world::{Hub, World};
+use crate::rancher::kinds::{Kind, check_served};
+use crate::state::{Hub, World};
+use vclink_proto::ratelimit::RateLimiter;
 
 pub use mapping::RoleMapping;
 use store::{OwnerStore, Touch};
 
-/// `management.cattle.io/v3` `Project`.
-pub fn project_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("management.cattle.io", "v3", "Project"),
-        "projects",
-    )
-}
-
-/// `management.cattle.io/v3` `ProjectRoleTemplateBinding`.
-pub fn prtb_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("management.cattle.io", "v3", "ProjectRoleTemplateBinding"),
-        "projectroletemplatebindings",
-    )
-}
-
-/// `management.cattle.io/v3` `ClusterRoleTemplateBinding`.
-pub fn crtb_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("management.cattle.io", "v3", "ClusterRoleTemplateBinding"),
-        "clusterroletemplatebindings",
-    )
-}
-
 /// Fails with an install hint when the kinds owner sync needs are missing.
 pub async fn check_apis(client: &Client) -> anyhow::Result<()> {
-    let list = client
-        .list_api_group_resources("management.cattle.io/v3")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot check for management.cattle.io/v3: {e}"))?;
-    for plural in [
-        "projects",
-        "projectroletemplatebindings",
-        "clusterroletemplatebindings",
-    ] {
-        if !list.resources.iter().any(|r| r.name == plural) {
-            anyhow::bail!(
-                "the API management.cattle.io/v3 {plural} is missing: owner sync needs Rancher's \
-                 management API (or run with --owner-sync=disabled)"
-            );
-        }
-    }
-    Ok(())
+    check_served(
+        client,
+        &[Kind::Project, Kind::Prtb, Kind::Crtb],
+        "owner sync needs Rancher's management API (or run with --owner-sync=disabled)",
+    )
+    .await
 }
 
 /// State shared by owner-sync watches and workers.
@@ -94,8 +61,8 @@ pub struct Owners {
     store: Mutex<OwnerStore>,
     client: Client,
     limiter: RateLimiter,
-    /// The RoleBinding that passes Rancher's escalation check while CRTBs are created.
-    grant: Option<grant::Grant>,
+    /// The Rancher user CRTBs are created and deleted as (None: the ServiceAccount).
+    acting: Option<acting::Acting>,
 }
 
 impl Owners {
@@ -160,7 +127,7 @@ pub fn spawn(
     client: Client,
     hub: Arc<Hub>,
     mapping: RoleMapping,
-    grant: Option<grant::Grant>,
+    acting: Option<acting::Acting>,
     limiter: RateLimiter,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -173,7 +140,7 @@ pub fn spawn(
         store: Mutex::default(),
         client,
         limiter,
-        grant,
+        acting,
     });
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let mut tasks = vec![tokio::spawn(queue.run_delays(delay_rx, shutdown.clone()))];

@@ -1,6 +1,6 @@
 //! Rancher's project and role-binding kinds as owner sync sees them: read as
-//! `DynamicObject`s and reduced at once to the small structs here (rancher-model.md §5,
-//! §6). Pure and unit-tested; nothing here does I/O.
+//! `DynamicObject`s and reduced at once to the small structs here (see
+//! `docs/rancher.md`). Pure and unit-tested; nothing here does I/O.
 
 use kube::ResourceExt;
 use kube::api::DynamicObject;
@@ -9,7 +9,7 @@ use vclink_proto::keys::{
     LABEL_HOST_CLUSTER, LABEL_MANAGED_BY, LABEL_SERVICE_UID, MANAGED_BY_VALUE,
 };
 
-use crate::index::VcKey;
+use crate::core::index::VcKey;
 
 /// Label on the CRTBs owner sync creates (together with `vclink.io/managed-by=vclink`):
 /// only CRTBs carrying both are ever deleted by the hub.

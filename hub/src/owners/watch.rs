@@ -1,49 +1,21 @@
 //! The three watches of owner sync — Projects, PRTBs and CRTBs, each one watch over all
-//! namespaces (the objects live in namespaces that appear at run time). Events are
-//! reduced at once, applied to the [`super::store::OwnerStore`], and the vClusters they
-//! may affect go to the owner queue. A (re)list is applied as a whole, so objects deleted
-//! while a watch was down are noticed; the first complete list of all three opens the
-//! gate for the workers.
+//! namespaces (the objects live in namespaces that appear at run time), on the shared
+//! [`crate::watch`] helper. Events are applied to the [`super::store::OwnerStore`], and
+//! the vClusters they may affect go to the owner queue. The first complete list of all
+//! three opens the gate for the workers and queues every vCluster once (before that, a
+//! list's own touches are not queued: the gate's full pass covers them).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::api::DynamicObject;
+use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
+use super::Owners;
 use super::model::{parse_crtb, parse_project, parse_prtb};
 use super::store::{OwnerStore, Touch};
-use super::{Owners, crtb_resource, project_resource, prtb_resource};
-
-/// One reduced watch event.
-enum Op<T> {
-    Apply(T),
-    Delete(T),
-    Replace(Vec<T>),
-}
-
-/// Opens the workers' gate when every watch has listed once.
-struct Gate {
-    remaining: AtomicUsize,
-    tx: tokio::sync::watch::Sender<bool>,
-    owners: Arc<Owners>,
-}
-
-impl Gate {
-    fn one_done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            tracing::info!(
-                owned_bindings = self.owners.store().owned_count(),
-                "owner sync: projects and role bindings loaded; reconciling every vCluster"
-            );
-            let _ = self.tx.send(true);
-            self.owners.touch(vec![Touch::All]);
-        }
-    }
-}
+use crate::rancher::Kind;
+use crate::watch::{self, ListGate, Op};
 
 /// Starts the three watches.
 pub fn spawn_all(
@@ -51,15 +23,20 @@ pub fn spawn_all(
     synced: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let gate = Arc::new(Gate {
-        remaining: AtomicUsize::new(3),
-        tx: synced,
-        owners: owners.clone(),
+    let o = owners.clone();
+    let gate = ListGate::new(3, move || {
+        tracing::info!(
+            owned_bindings = o.store().owned_count(),
+            "owner sync: projects and role bindings loaded; reconciling every vCluster"
+        );
+        let _ = synced.send(true);
+        o.touch(vec![Touch::All]);
     });
     let client = owners.client.clone();
     vec![
         spawn(
-            Api::all_with(client.clone(), &project_resource()),
+            Kind::Project,
+            &client,
             parse_project,
             |s: &mut OwnerStore, op| match op {
                 Op::Apply(p) => s.apply_project(p),
@@ -72,7 +49,8 @@ pub fn spawn_all(
             "projects",
         ),
         spawn(
-            Api::all_with(client.clone(), &prtb_resource()),
+            Kind::Prtb,
+            &client,
             parse_prtb,
             |s: &mut OwnerStore, op| match op {
                 Op::Apply(b) => s.apply_prtb(b),
@@ -85,7 +63,8 @@ pub fn spawn_all(
             "project role template bindings",
         ),
         spawn(
-            Api::all_with(client, &crtb_resource()),
+            Kind::Crtb,
+            &client,
             parse_crtb,
             |s: &mut OwnerStore, op| match op {
                 Op::Apply(c) => s.apply_crtb(c),
@@ -102,56 +81,32 @@ pub fn spawn_all(
 
 #[allow(clippy::too_many_arguments)]
 fn spawn<T: Send + 'static>(
-    api: Api<DynamicObject>,
+    kind: Kind,
+    client: &kube::Client,
     parse: fn(&DynamicObject) -> Option<T>,
-    sink: fn(&mut OwnerStore, Op<T>) -> Vec<Touch>,
+    apply: fn(&mut OwnerStore, Op<T>) -> Vec<Touch>,
     owners: Arc<Owners>,
-    gate: Arc<Gate>,
+    gate: Arc<ListGate>,
     shutdown: CancellationToken,
     what: &'static str,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        let mut buf: Vec<T> = Vec::new();
-        let mut first = true;
-        loop {
-            let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = stream.next() => ev,
-            };
-            let op = match ev {
-                None => return,
-                Some(Err(e)) => {
-                    tracing::warn!(watch = what, error = %e, "owner sync watch error; retrying with backoff");
-                    continue;
-                }
-                Some(Ok(Event::Init)) => {
-                    buf.clear();
-                    continue;
-                }
-                Some(Ok(Event::InitApply(o))) => {
-                    buf.extend(parse(&o));
-                    continue;
-                }
-                Some(Ok(Event::InitDone)) => Op::Replace(std::mem::take(&mut buf)),
-                Some(Ok(Event::Apply(o))) => match parse(&o) {
-                    Some(t) => Op::Apply(t),
-                    None => continue,
-                },
-                Some(Ok(Event::Delete(o))) => match parse(&o) {
-                    Some(t) => Op::Delete(t),
-                    None => continue,
-                },
-            };
-            let is_list = matches!(op, Op::Replace(_));
-            let touches = sink(&mut owners.store(), op);
-            if first && is_list {
-                first = false;
-                gate.one_done();
+    let mut listed = false;
+    watch::spawn(
+        kind.all(client.clone()),
+        watcher::Config::default(),
+        parse,
+        move |op| {
+            // The first list's touches are left to the gate's pass over every vCluster.
+            let first_list = !listed && matches!(op, Op::Replace(_));
+            let touches = apply(&mut owners.store(), op);
+            if first_list {
+                listed = true;
             } else {
                 owners.touch(touches);
             }
-        }
-    })
+        },
+        gate,
+        shutdown,
+        what,
+    )
 }

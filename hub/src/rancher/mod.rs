@@ -1,82 +1,61 @@
-//! Rancher's kinds as the hub sees them. No Rancher Rust crate exists, so the objects are
-//! read as `DynamicObject`s and immediately reduced to the small structs of
-//! [`crate::index`] (`parse_*`, pure and tested); objects are never stored whole.
+//! The Rancher adapter: Rancher's kinds as the hub sees them. No Rancher Rust crate
+//! exists, so objects are read as `DynamicObject`s and immediately reduced to the small
+//! structs of [`crate::core::index`] (`parse_*` here, pure and tested); objects are never
+//! stored whole. This module never sees the hub's shared state: the watches hand their
+//! reduced events to a [`watch::Feed`], writes go through [`clusters::KubeProvClusters`].
+//!
+//! - [`kinds`]: every Rancher `ApiResource`, in one table.
+//! - [`watch`]: the six watches feeding the provisioning-cluster controller.
+//! - [`clusters`]: the `ProvClusters` seam and its kube-backed implementation.
+//! - [`impersonating_client`]: the client that acts as the hub's Rancher user.
 
-pub mod credential;
-pub mod watch;
-pub mod write;
+pub(crate) mod clusters;
+pub mod kinds;
+pub(crate) mod watch;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 use vclink_proto::Secret;
 use vclink_proto::keys::{LABEL_HOST_CLUSTER, LABEL_SERVICE_UID};
 
-use crate::index::{Conn, Crt, MgmtCluster, ProvCluster, VcKey};
+use crate::core::index::{Conn, Crt, MgmtCluster, ProvCluster, VcKey};
+pub use kinds::Kind;
+use kinds::check_served;
 
 /// Labels the Go operator (loft-sh/vcluster-rancher-operator) puts on its clusters.
-pub const LOFT_SERVICE_UID: &str = "loft.sh/vcluster-service-uid";
+pub(crate) const LOFT_SERVICE_UID: &str = "loft.sh/vcluster-service-uid";
 /// See [`LOFT_SERVICE_UID`].
-pub const LOFT_HOST_CLUSTER: &str = "loft.sh/vcluster-host-cluster";
+pub(crate) const LOFT_HOST_CLUSTER: &str = "loft.sh/vcluster-host-cluster";
 
-/// `provisioning.cattle.io/v1` `Cluster`.
-pub fn prov_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("provisioning.cattle.io", "v1", "Cluster"),
-        "clusters",
-    )
-}
-
-/// `management.cattle.io/v3` `Cluster`.
-pub fn mgmt_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("management.cattle.io", "v3", "Cluster"),
-        "clusters",
-    )
-}
-
-/// `management.cattle.io/v3` `ClusterRegistrationToken`.
-pub fn crt_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("management.cattle.io", "v3", "ClusterRegistrationToken"),
-        "clusterregistrationtokens",
-    )
-}
-
-/// `management.cattle.io/v3` `Setting`.
-pub fn setting_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("management.cattle.io", "v3", "Setting"),
-        "settings",
-    )
+/// A client of the local cluster (configured as `kube::Config::infer` finds it: the
+/// in-cluster ServiceAccount or KUBECONFIG) that impersonates Rancher User `user`
+/// (`Impersonate-User`; the API server adds `system:authenticated`). The hub's
+/// ServiceAccount needs `impersonate` on `users` with `resourceNames: [user]`.
+pub async fn impersonating_client(user: &str) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    let mut cfg = kube::Config::infer()
+        .await
+        .context("no Kubernetes client configuration for the impersonating client")?;
+    cfg.auth_info.impersonate = Some(user.to_string());
+    cfg.auth_info.impersonate_groups = None;
+    Client::try_from(cfg).with_context(|| format!("building a client impersonating {user}"))
 }
 
 /// Fails with an install hint when Rancher's APIs are missing from the local cluster.
 pub async fn check_apis(client: &Client) -> anyhow::Result<()> {
-    let wanted = [
-        ("provisioning.cattle.io/v1", "clusters"),
-        ("management.cattle.io/v3", "clusters"),
-        ("management.cattle.io/v3", "clusterregistrationtokens"),
-        ("management.cattle.io/v3", "settings"),
-    ];
-    for (gv, plural) in wanted {
-        let found = match client.list_api_group_resources(gv).await {
-            Ok(list) => list.resources.iter().any(|r| r.name == plural),
-            Err(kube::Error::Api(e)) if e.code == 404 => false,
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot reach the Kubernetes API to check for {gv}: {e}"
-                ));
-            }
-        };
-        if !found {
-            anyhow::bail!(
-                "the API {gv} {plural} is missing: vclink-hub must run against Rancher's local cluster \
-                 (install Rancher, or point KUBECONFIG at the cluster Rancher runs in)"
-            );
-        }
-    }
-    Ok(())
+    check_served(
+        client,
+        &[
+            Kind::ProvCluster,
+            Kind::MgmtCluster,
+            Kind::RegistrationToken,
+            Kind::Setting,
+        ],
+        "vclink-hub must run against Rancher's local cluster \
+         (install Rancher, or point KUBECONFIG at the cluster Rancher runs in)",
+    )
+    .await
 }
 
 fn label<'a>(o: &'a DynamicObject, k: &str) -> Option<&'a str> {
@@ -97,7 +76,7 @@ fn str_at<'a>(v: Option<&'a Value>, k: &str) -> Option<&'a str> {
 }
 
 /// The vCluster key on a provisioning cluster, from our labels.
-pub fn key_from_labels(o: &DynamicObject) -> Option<VcKey> {
+pub(crate) fn key_from_labels(o: &DynamicObject) -> Option<VcKey> {
     Some(VcKey::new(
         label(o, LABEL_HOST_CLUSTER)?,
         label(o, LABEL_SERVICE_UID)?,
@@ -105,7 +84,7 @@ pub fn key_from_labels(o: &DynamicObject) -> Option<VcKey> {
 }
 
 /// The vCluster key on a cluster the Go operator created.
-pub fn loft_key(o: &DynamicObject) -> Option<VcKey> {
+pub(crate) fn loft_key(o: &DynamicObject) -> Option<VcKey> {
     Some(VcKey::new(
         label(o, LOFT_HOST_CLUSTER)?,
         label(o, LOFT_SERVICE_UID)?,
@@ -113,7 +92,7 @@ pub fn loft_key(o: &DynamicObject) -> Option<VcKey> {
 }
 
 /// Reduces a provisioning cluster.
-pub fn parse_prov(o: &DynamicObject) -> ProvCluster {
+pub(crate) fn parse_prov(o: &DynamicObject) -> ProvCluster {
     let st = status(o);
     ProvCluster {
         name: o.name_any(),
@@ -149,7 +128,7 @@ fn cond_is(c: Option<&Value>, field: &str, v: &str) -> bool {
 
 /// Reduces a management cluster: `Connected` (2.15) decides when present, else `Ready`
 /// (≤ 2.14); `Ready=False` with reason `Disconnected` means the tunnel was lost.
-pub fn parse_mgmt(o: &DynamicObject) -> MgmtCluster {
+pub(crate) fn parse_mgmt(o: &DynamicObject) -> MgmtCluster {
     let connected = condition(o, "Connected");
     let ready = condition(o, "Ready");
     let conn = if connected.is_some() {
@@ -178,7 +157,7 @@ pub fn parse_mgmt(o: &DynamicObject) -> MgmtCluster {
 }
 
 /// Reduces a ClusterRegistrationToken (namespace = management id).
-pub fn parse_crt(o: &DynamicObject) -> Option<Crt> {
+pub(crate) fn parse_crt(o: &DynamicObject) -> Option<Crt> {
     let st = status(o);
     Some(Crt {
         mgmt_id: o.namespace()?,
@@ -190,7 +169,7 @@ pub fn parse_crt(o: &DynamicObject) -> Option<Crt> {
 
 /// Reduces a Setting to (name, value) for the two the hub reads; `value` falls back to
 /// `default` when empty.
-pub fn parse_setting(o: &DynamicObject) -> Option<(String, String)> {
+pub(crate) fn parse_setting(o: &DynamicObject) -> Option<(String, String)> {
     let name = o.name_any();
     if name != "agent-tls-mode" && name != "cacerts" {
         return None;

@@ -1,4 +1,4 @@
-//! The benchmark plays Rancher itself (rancher-model.md §2–§4) instead of running the
+//! The benchmark plays Rancher itself (docs/rancher.md: Imported clusters, Management cluster, Registration token and import manifest) instead of running the
 //! simulator's controllers, so that only the hub's work is timed and the writes that
 //! matter happen at known instants: for every provisioning cluster the hub creates it
 //! creates the `c-m-` namespace and the management cluster (labels copied once, as

@@ -1,22 +1,55 @@
 #!/usr/bin/env bash
 # Installs etcd and builds kube-apiserver + kube-controller-manager from Debian's
-# `kubernetes` source package (see shared/docs/testenv.md), caching the binaries in
+# `kubernetes` source package (see docs/testenv.md), caching the binaries in
 # $VCLINK_KUBE_CACHE (default ~/.cache/vclink/kube) keyed by package version and patch.
 #
-# Idempotent; safe to run concurrently (flock). Prints one line per step so a user
-# sees progress; on failure names the step and how to retry.
+# Idempotent; safe to run concurrently (flock). Prints one line per step on stderr so a
+# user sees progress, and while a long step runs a heartbeat line every
+# $VCLINK_HEARTBEAT_SECONDS (default 30) with the elapsed time and the step's last log
+# line; on failure names the step and how to retry. stdout is only the binaries' folder.
 set -euo pipefail
 
 CACHE_ROOT="${VCLINK_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vclink/kube}"
 PATCH_REV="reflect2-go118-v1"
 mkdir -p "$CACHE_ROOT"
+HEARTBEAT="${VCLINK_HEARTBEAT_SECONDS:-30}"
 step() { echo "[vclink envtest] $*" >&2; }
+# 270 -> 4m30s
+human() { if [ "$1" -ge 60 ]; then echo "$(($1 / 60))m$(($1 % 60))s"; else echo "$1s"; fi; }
 exec 9>"$CACHE_ROOT/.lock"
-flock -n 9 || { step "waiting for another install/build to finish (lock: $CACHE_ROOT/.lock)"; flock 9; }
+if ! flock -n 9; then
+  step "waiting for another install/build of the Kubernetes binaries to finish (lock: $CACHE_ROOT/.lock)"
+  waited=0
+  until flock -w "$HEARTBEAT" 9; do
+    waited=$((waited + HEARTBEAT))
+    step "still waiting for the other build ($(human "$waited"); its log: $CACHE_ROOT/install.log)"
+  done
+fi
 fail() { echo "[vclink envtest] FAILED at step: $CURRENT_STEP. $*" >&2
          echo "[vclink envtest] retry with: bash $0   (log: $LOG)" >&2; exit 1; }
 LOG="$CACHE_ROOT/install.log"
-run() { "$@" >>"$LOG" 2>&1 || fail "command failed: $*"; }
+# Runs a command into the log (in the foreground, so Ctrl-C stops it); meanwhile a
+# background loop says every $HEARTBEAT s that the step still runs. The loop ends with
+# the command, or on its own when this script is gone.
+heartbeat() {
+  local parent=$1 started=$SECONDS next=$((SECONDS + HEARTBEAT)) last
+  while sleep 1; do
+    kill -0 "$parent" 2>/dev/null || exit 0
+    if [ "$SECONDS" -ge "$next" ]; then
+      last="$(tail -n 1 "$LOG" 2>/dev/null | tr -d '\r' | cut -c1-100)"
+      step "still running: $CURRENT_STEP ($(human $((SECONDS - started))))${last:+ -- last log line: $last}"
+      next=$((next + HEARTBEAT))
+    fi
+  done
+}
+run() {
+  heartbeat "$$" &
+  local hb=$! rc=0
+  "$@" >>"$LOG" 2>&1 || rc=$?
+  kill "$hb" 2>/dev/null || true
+  wait "$hb" 2>/dev/null || true
+  [ "$rc" -eq 0 ] || fail "command failed (exit $rc): $*"
+}
 CURRENT_STEP="start"
 trap 'fail "unexpected error (exit $?)"' ERR
 
@@ -138,7 +171,7 @@ if "var it hiter" not in t:
 print("patched")
 PY
 
-CURRENT_STEP="go build kube-apiserver + kube-controller-manager (~6-10 min on 2 cores)"
+CURRENT_STEP="building kube-apiserver + kube-controller-manager (go build, ~6-10 min on 2 cores)"
 step "$CURRENT_STEP"
 (
   cd "$SRC"

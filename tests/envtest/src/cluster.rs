@@ -12,6 +12,7 @@ use crate::kubeconfig::{self, Auth};
 use crate::launch::{self, Files, LaunchError};
 use crate::pki::{CertificateAuthority, ClientIdentity, ServiceAccountKeys};
 use crate::procs::{Supervised, Watchdog};
+use crate::slots::Slot;
 
 /// Launch attempts when a picked port was taken by someone else meanwhile.
 const ATTEMPTS: u32 = 4;
@@ -43,6 +44,9 @@ pub struct Cluster {
     watchdog: Option<Watchdog>,
     /// Removes the directory on drop; `None` once kept or removed.
     tempdir: Option<tempfile::TempDir>,
+    /// This test's share of the API-server limit; a field, so it is released only after
+    /// `Drop` has stopped the processes.
+    _slot: Slot,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -70,12 +74,16 @@ fn write_file(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
 impl Cluster {
     /// Starts etcd + kube-apiserver (+ controller manager) and waits until `/readyz`.
     ///
+    /// The test's first cluster waits for a free API-server slot (see [`crate::slots`]);
+    /// its further clusters share that slot.
+    ///
     /// The first call on a machine may build the Kubernetes binaries (minutes; progress
     /// on stderr). Without the controller manager the `ServiceAccount` admission plugin
     /// is disabled, since nothing would create the `default` ServiceAccounts Pods need.
     pub async fn start(name: &str, opts: ClusterOptions) -> anyhow::Result<Cluster> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let bins = tokio::task::spawn_blocking(install::binaries).await??;
+        let slot = Slot::for_this_test().await?;
 
         let safe: String = name
             .chars()
@@ -150,6 +158,7 @@ impl Cluster {
             procs: running.procs,
             watchdog: Some(watchdog),
             tempdir: Some(tempdir),
+            _slot: slot,
         })
     }
     /// The name given at start.

@@ -49,7 +49,7 @@ fn document(name: &str, server: &str, ca_pem: &str, auth: Auth<'_>) -> serde_jso
 /// Kubeconfig YAML text.
 pub(crate) fn yaml(name: &str, server: &str, ca_pem: &str, auth: Auth<'_>) -> String {
     // A JSON value of strings/arrays/objects always serializes.
-    serde_yaml::to_string(&document(name, server, ca_pem, auth)).unwrap_or_default()
+    serde_yaml_ng::to_string(&document(name, server, ca_pem, auth)).unwrap_or_default()
 }
 
 /// Writes a kubeconfig file readable only by the owner (it holds a private key).

@@ -5,7 +5,9 @@
 //! [`Cluster`] is an isolated etcd + API server (+ optional controller manager) on
 //! loopback with its own CA, admin identity and ServiceAccount signing key. Dropping a
 //! `Cluster` stops every process it started; a per-cluster watchdog ([`procs`]) kills
-//! them even if the test process dies without running `Drop`.
+//! them even if the test process dies without running `Drop`. At most
+//! `VCLINK_MAX_APISERVERS` tests (default 2) run clusters at once across all test
+//! binaries ([`slots`]), so the unit tests around them can run fully parallel.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
@@ -15,6 +17,7 @@ mod kubeconfig;
 mod launch;
 pub mod pki;
 pub mod procs;
+pub mod slots;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use launch::SERVICE_ACCOUNT_ISSUER;

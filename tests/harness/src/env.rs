@@ -313,7 +313,8 @@ pub fn management_cluster() -> ApiResource {
 pub const HUB_RANCHER_USER: &str = "vclink-hub";
 
 /// What a real install does for the hub's Rancher identity (charts/hub
-/// rancher-credential.yaml): a User with no password, and in every downstream cluster
+/// rancher-credential.yaml): a User with no password, bound to global role
+/// `clusters-create` (the hub creates clusters as it), and in every downstream cluster
 /// the RBAC Rancher derives from the GlobalRole's inherited TokenReview RoleTemplate —
 /// `create tokenreviews`, nothing else. (The simulator has CRDs only for GlobalRoles, so
 /// the downstream ClusterRole and binding are applied here.) Returns the hub's
@@ -342,6 +343,26 @@ pub async fn hub_rancher_auth(
         )
         .await
         .context("creating the hub's Rancher User")?;
+    // The chart's second GlobalRoleBinding: the hub creates clusters as this user.
+    let grbs: Api<DynamicObject> = Api::all_with(
+        local.client().await?,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("management.cattle.io", "v3", "GlobalRoleBinding"),
+            "globalrolebindings",
+        ),
+    );
+    let grb_name = "vclink-hub-clusters-create";
+    let grb: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "management.cattle.io/v3", "kind": "GlobalRoleBinding",
+        "metadata": {"name": grb_name},
+        "globalRoleName": "clusters-create", "userName": HUB_RANCHER_USER}))?;
+    grbs.patch(
+        grb_name,
+        &kube::api::PatchParams::apply("vclink-harness").force(),
+        &kube::api::Patch::Apply(&grb),
+    )
+    .await
+    .context("binding the hub's Rancher User to clusters-create")?;
     for c in downstreams {
         grant_tokenreview(c, HUB_RANCHER_USER).await?;
     }

@@ -1,4 +1,4 @@
-//! Simulated vClusters (rancher-model.md §8). A real vCluster is a Helm release in a
+//! Simulated vClusters (docs/rancher.md: vCluster). A real vCluster is a Helm release in a
 //! host namespace: a StatefulSet running its own API server, a Service in front of it,
 //! a kubeconfig Secret and optionally a config Secret and a ResourceQuota. Here the API
 //! server is a separate envtest [`Cluster`] on loopback, and the host objects are
@@ -289,7 +289,7 @@ pub fn kubeconfig_yaml(
         "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}],
         "preferences": {}
     });
-    serde_yaml::to_string(&v).unwrap_or_default()
+    serde_yaml_ng::to_string(&v).unwrap_or_default()
 }
 
 /// The host Namespace: project annotation + label, Pod Security label.
@@ -360,7 +360,7 @@ pub fn config_secret(spec: &VClusterSpec, server: &str) -> serde_json::Value {
     serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": format!("vc-config-{}", spec.name), "namespace": spec.namespace,
                      "labels": {"app": "vcluster", "release": spec.name}},
-        "stringData": {"config.yaml": serde_yaml::to_string(&cfg).unwrap_or_default()}})
+        "stringData": {"config.yaml": serde_yaml_ng::to_string(&cfg).unwrap_or_default()}})
 }
 
 /// The vCluster's ResourceQuota: `vc-<name>` (v0.20+) or `<name>-quota` (v0.19).
@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn kubeconfig_names_the_server_and_embeds_credentials() {
         let y = kubeconfig_yaml("vc1", "https://localhost:8443", "CA", "CERT", "KEY");
-        let kc: kube::config::Kubeconfig = serde_yaml::from_str(&y).expect("kubeconfig parses");
+        let kc: kube::config::Kubeconfig = serde_yaml_ng::from_str(&y).expect("kubeconfig parses");
         let cluster = kc.clusters[0].cluster.as_ref().expect("cluster");
         assert_eq!(cluster.server.as_deref(), Some("https://localhost:8443"));
         assert_eq!(kc.current_context.as_deref(), Some("my-vcluster-vc1"));

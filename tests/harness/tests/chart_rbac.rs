@@ -3,8 +3,14 @@
 //! chart's ServiceAccount and cannot read an unrelated Secret nor list Secrets; the
 //! agent's identity downstream cannot read any Secret (not even the vCluster's
 //! kubeconfig); and with exactly these rights a full import works, and owner sync passes
-//! Rancher's escalation check through the per-cluster grant — which is gone again once
-//! the bindings exist.
+//! Rancher's escalation check as the hub's impersonated Rancher user, creator (so owner)
+//! of the cluster it made — with no role binding of its own anywhere.
+//!
+//! A stolen hub token is no local-cluster admin: as the ServiceAccount, and as the
+//! Rancher user it may impersonate, every attempt to bind a role (cluster-admin or any
+//! `*/*/*` role) in `fleet-default`, `cattle-system` and the `c-m-` namespace of a
+//! cluster vclink did not create, and to read Secrets there (Rancher's
+//! `<cluster>-kubeconfig` included), is refused.
 
 use std::time::Duration;
 
@@ -32,6 +38,118 @@ fn crtbs(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
         "clusterroletemplatebindings",
     );
     Api::namespaced_with(c.clone(), ns, &ar)
+}
+
+/// A client of the local cluster with the hub's ServiceAccount token, impersonating
+/// Rancher user `user` (what the hub does for its cluster and owner-CRTB writes).
+async fn impersonating(
+    env: &E2eEnv,
+    token: &vclink_proto::Secret,
+    user: &str,
+) -> anyhow::Result<kube::Client> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("kubeconfig");
+    rbac::write_token_kubeconfig(&env.local, token, &path)?;
+    let kc = kube::config::Kubeconfig::read_from(&path)?;
+    let mut cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    cfg.auth_info.impersonate = Some(user.to_owned());
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// In namespace `ns`: binding cluster-admin or a `*/*/*` ClusterRole to oneself, and
+/// reading Secrets (a planted one, a list, and Rancher's `<cluster>-kubeconfig` in the
+/// workspace) are all refused (403). With `sa`, the subject is the hub's ServiceAccount,
+/// else the impersonated Rancher user.
+async fn stolen_token_is_refused(
+    admin: &kube::Client,
+    thief: &kube::Client,
+    ns: &str,
+    foreign_cluster: &str,
+    sa: bool,
+) -> anyhow::Result<()> {
+    let who = if sa {
+        "the hub's ServiceAccount"
+    } else {
+        "the hub's Rancher user"
+    };
+    let subject = if sa {
+        json!({"kind": "ServiceAccount", "name": rbac::HUB_SERVICE_ACCOUNT, "namespace": rbac::RELEASE_NAMESPACE})
+    } else {
+        json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": rbac::HUB_RANCHER_USER})
+    };
+    let star: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "thief-star"},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}))?;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &star)
+        .await;
+    for role in ["cluster-admin", "thief-star", "admin"] {
+        let rb: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("thief-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [subject.clone()]}))?;
+        let r = Api::<RoleBinding>::namespaced(thief.clone(), ns)
+            .create(&PostParams::default(), &rb)
+            .await;
+        assert!(is_forbidden(&r), "{who} bound {role} in {ns}: {r:?}");
+    }
+    let planted = format!("planted-{}", if sa { "sa" } else { "user" });
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": planted}, "stringData": {"password": "hunter2"}}))?;
+    let _ = Api::<Secret>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(thief.clone(), ns);
+    assert!(
+        is_forbidden(&secrets.get(&planted).await),
+        "{who} read a Secret in {ns}"
+    );
+    assert!(
+        is_forbidden(&secrets.list(&ListParams::default()).await),
+        "{who} listed Secrets in {ns}"
+    );
+    if ns == "fleet-default" {
+        // Rancher's kubeconfig Secret of a cluster vclink did not create (cluster-owner
+        // token of that downstream cluster). Its display name is the host's.
+        let names: Vec<String> = Api::<Secret>::namespaced(admin.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .filter(|n| n.ends_with("-kubeconfig"))
+            .collect();
+        assert!(
+            !names.is_empty(),
+            "Rancher wrote kubeconfig Secrets in {ns}"
+        );
+        for n in names {
+            assert!(is_forbidden(&secrets.get(&n).await), "{who} read {n}");
+        }
+    } else if ns == foreign_cluster {
+        assert!(
+            is_forbidden(&secrets.get("crt-token-default-token").await),
+            "{who} read the token Secret of {ns} by name"
+        );
+    }
+    if !sa {
+        // Nor may the user grant itself anything in a cluster vclink did not create.
+        let crtb: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "management.cattle.io/v3", "kind": "ClusterRoleTemplateBinding",
+            "metadata": {"name": "thief-owner", "namespace": foreign_cluster},
+            "clusterName": foreign_cluster, "roleTemplateName": "cluster-owner",
+            "userName": rbac::HUB_RANCHER_USER}))?;
+        let r = crtbs(thief, foreign_cluster)
+            .create(&PostParams::default(), &crtb)
+            .await;
+        assert!(
+            is_forbidden(&r),
+            "{who} granted itself cluster-owner of {foreign_cluster}: {r:?}"
+        );
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -100,7 +218,7 @@ async fn hub_and_agent_run_with_exactly_the_charts_rbac() -> anyhow::Result<()> 
                 .create(&PostParams::default(), &rb)
                 .await
         ),
-        "the hub may bind only its grant ClusterRole"
+        "the hub binds no role in a c-m- namespace"
     );
 
     // A full import, and owner sync through the escalation check.
@@ -153,13 +271,34 @@ async fn hub_and_agent_run_with_exactly_the_charts_rbac() -> anyhow::Result<()> 
         eprintln!("--- hub ---\n{}", env.hub.log_buffer().tail(60));
     }
     owner?;
+    // Created as the hub's Rancher user, Rancher made that user owner; no RoleBinding
+    // names the hub's ServiceAccount in the cluster's namespace.
+    let creator = crtbs(&admin, &m).get("creator-cluster-owner").await?;
+    assert_eq!(creator.data["userName"], rbac::HUB_RANCHER_USER);
+    let sa_bound = Api::<RoleBinding>::namespaced(admin.clone(), &m)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|b| {
+            b.subjects
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s.kind == "ServiceAccount" && s.name == rbac::HUB_SERVICE_ACCOUNT)
+        });
     assert!(
-        Api::<RoleBinding>::namespaced(admin.clone(), &m)
-            .get_opt("vclink-hub-crtb-grant")
-            .await?
-            .is_none(),
-        "the hub's grant binding is removed once the CRTBs exist"
+        !sa_bound,
+        "no self-grant: the hub's ServiceAccount is bound to nothing in {m}"
     );
+
+    // A stolen hub token: as the ServiceAccount and as the impersonated Rancher user.
+    let as_user = impersonating(&env, hub_token, rbac::HUB_RANCHER_USER).await?;
+    stolen_token_is_refused(&admin, &hub, "fleet-default", &host, true).await?;
+    stolen_token_is_refused(&admin, &as_user, "fleet-default", &host, false).await?;
+    for ns in ["cattle-system", host.as_str()] {
+        stolen_token_is_refused(&admin, &hub, ns, &host, true).await?;
+        stolen_token_is_refused(&admin, &as_user, ns, &host, false).await?;
+    }
 
     // The agent's identity downstream: Services yes, Secrets never.
     let downstream = env

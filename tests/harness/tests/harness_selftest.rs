@@ -281,7 +281,7 @@ async fn sim_vcluster_kubeconfig_reaches_its_api_via_the_service_map() -> anyhow
     ] {
         assert!(data.contains_key(key), "vc-vc1 lacks {key}");
     }
-    let mut kc: kube::config::Kubeconfig = serde_yaml::from_slice(&data["config"].0)?;
+    let mut kc: kube::config::Kubeconfig = serde_yaml_ng::from_slice(&data["config"].0)?;
     let cluster = kc.clusters[0].cluster.as_mut().expect("cluster");
     assert_eq!(cluster.server.as_deref(), Some("https://localhost:8443"));
     // ... and the registration Job replaces it with the Service address, which the
@@ -338,7 +338,7 @@ async fn sim_vcluster_kubeconfig_reaches_its_api_via_the_service_map() -> anyhow
     )
     .await?;
     assert!(services.resolve(&vc2.service_url()).is_none());
-    let kc2: kube::config::Kubeconfig = serde_yaml::from_str(vc2.kubeconfig_yaml())?;
+    let kc2: kube::config::Kubeconfig = serde_yaml_ng::from_str(vc2.kubeconfig_yaml())?;
     assert_eq!(
         kc2.clusters[0]
             .cluster

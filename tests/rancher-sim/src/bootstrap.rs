@@ -1,5 +1,5 @@
 //! What a fresh Rancher install holds before anyone imports a cluster: built-in role
-//! templates (rancher-model.md §6), the `cacerts` / `agent-tls-mode` / `server-url`
+//! templates (docs/rancher.md: Projects and role bindings) and global roles `clusters-create` / `user-base`, the `cacerts` / `agent-tls-mode` / `server-url`
 //! settings (§4), the Fleet workspaces and their namespaces (§1, §7), and Rancher's
 //! admission webhook registrations (§2, §6), pointing at the simulator's HTTPS server.
 
@@ -79,7 +79,49 @@ pub fn role_templates() -> Vec<Value> {
     ]
 }
 
-/// Installs role templates, settings, workspaces and namespaces.
+/// Built-in GlobalRoles a cluster-creating user is given (rancher/rancher
+/// `pkg/data/management/role_data.go`): `clusters-create` ("Create Clusters") and
+/// `user-base`. Rancher renders their `rules` as ClusterRole `cattle-globalrole-<name>`
+/// (see [`crate::controllers::rbac`]).
+pub fn global_roles() -> Vec<Value> {
+    let gr = |name: &str, display: &str, rules: Value| {
+        json!({"apiVersion": kinds::GLOBAL_ROLE.api_version(), "kind": "GlobalRole",
+            "metadata": {"name": name}, "displayName": display, "builtin": true, "rules": rules})
+    };
+    let read = json!(["get", "list", "watch"]);
+    let mc = "management.cattle.io";
+    vec![
+        gr(
+            "clusters-create",
+            "Create Clusters",
+            json!([
+                {"apiGroups": [mc], "resources": ["clusters"], "verbs": ["create"]},
+                {"apiGroups": ["provisioning.cattle.io"], "resources": ["clusters"], "verbs": ["create"]},
+                {"apiGroups": [mc], "resources": ["templates", "templateversions"], "verbs": read},
+                {"apiGroups": [mc], "resources": ["nodedrivers"], "verbs": read},
+                {"apiGroups": [mc], "resources": ["kontainerdrivers"], "verbs": read},
+                {"apiGroups": [mc], "resources": ["podsecurityadmissionconfigurationtemplates"], "verbs": read},
+                {"apiGroups": [mc], "resources": ["nodetemplates"], "verbs": ["*"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                {"apiGroups": ["rke-machine-config.cattle.io"], "resources": ["*"], "verbs": ["create"]},
+                {"apiGroups": ["catalog.cattle.io"], "resources": ["clusterrepos"], "verbs": read},
+                {"apiGroups": ["rke.cattle.io"], "resources": ["etcdsnapshots"], "verbs": read},
+            ]),
+        ),
+        gr(
+            "user-base",
+            "User Base",
+            json!([
+                {"apiGroups": [mc], "resources": ["preferences"], "verbs": ["*"]},
+                {"apiGroups": [mc], "resources": ["settings"], "verbs": read},
+                {"apiGroups": [mc], "resources": ["features"], "verbs": read},
+                {"apiGroups": [mc], "resources": ["rancherusernotifications"], "verbs": read},
+            ]),
+        ),
+    ]
+}
+
+/// Installs role templates, global roles, settings, workspaces and namespaces.
 pub async fn install_objects(
     client: &Client,
     server_url: &str,
@@ -94,6 +136,14 @@ pub async fn install_objects(
             .unwrap_or_default()
             .to_string();
         apply(&rts, &name, &t).await?;
+    }
+    let grs = kinds::GLOBAL_ROLE.all(client);
+    for g in global_roles() {
+        let name = g["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        apply(&grs, &name, &g).await?;
     }
     let settings = kinds::SETTING.all(client);
     for (name, value, default) in [

@@ -1,5 +1,5 @@
 //! CustomResourceDefinitions for every Rancher and Fleet kind the Rancher simulator
-//! serves (rancher-model.md §1). Schemas are open (`x-kubernetes-preserve-unknown-fields`)
+//! serves (docs/rancher.md: Where the objects live). Schemas are open (`x-kubernetes-preserve-unknown-fields`)
 //! as the simulator only needs the API server to store the objects; fields sit where
 //! upstream puts them (top-level for RBAC kinds, Tokens and Settings, `spec`/`status`
 //! elsewhere). Only the provisioning cluster, Fleet's cluster and — in Rancher 2.15 —

@@ -1,4 +1,4 @@
-//! The Rancher and Fleet kinds the Rancher simulator serves (rancher-model.md §1), as
+//! The Rancher and Fleet kinds the Rancher simulator serves (docs/rancher.md: Where the objects live), as
 //! dynamic `ApiResource`s: the simulator talks to them as JSON (`DynamicObject`) so that
 //! it never depends on a typed model of Rancher that could drift from the CRDs it installs.
 
@@ -118,10 +118,14 @@ pub const ALL: &[Kind] = &[
     GIT_REPO,
 ];
 
-/// Well-known annotation and label keys (rancher-model.md §2, §5, §7).
+/// Well-known annotation and label keys (docs/rancher.md: Imported clusters, Projects and role bindings, Fleet).
 pub mod keys {
     pub const CREATOR_ID: &str = "field.cattle.io/creatorId";
     pub const NO_CREATOR_RBAC: &str = "field.cattle.io/no-creator-rbac";
+    /// On the CRTB Rancher creates for a cluster's creator.
+    pub const CREATOR_OWNER_BINDING: &str = "authz.management.cattle.io/creator-owner-binding";
+    /// Name of that CRTB, in the cluster's `c-m-` namespace.
+    pub const CREATOR_CRTB: &str = "creator-cluster-owner";
     pub const DESCRIPTION: &str = "field.cattle.io/description";
     pub const DEFAULT_PROJECT: &str = "authz.management.cattle.io/default-project";
     pub const SYSTEM_PROJECT: &str = "authz.management.cattle.io/system-project";

@@ -1,6 +1,6 @@
 //! The **Rancher simulator**: plays Rancher's part for vclink's tests against a real
 //! kube-apiserver (the "local" cluster from `vclink-envtest`). It follows
-//! `/work/shared/docs/rancher-model.md`; the product must not rely on anything here that
+//! `docs/rancher.md`; the product must not rely on anything here that
 //! the model does not say, since acceptance runs use a different simulator.
 //!
 //! # Simulated (model section)
@@ -13,11 +13,14 @@
 //!   (sticky)`/agentDeployed/clientSecretName/conditions`; once ready the
 //!   `<name>-kubeconfig` Secret and the `<c-m-id>-<ns>-owner` CRTB for the
 //!   `system://provisioning/<ns>/<name>` principal; deletion both ways with finalizers;
-//!   webhook name rules and creatorId / no-creator-rbac rules.
+//!   webhook name rules and creatorId / no-creator-rbac rules (creatorId overwritten
+//!   with the requester unless the no-creator-rbac key is present; a foreign creatorId,
+//!   creatorId with no-creator-rbac, or a changed creatorId refused).
 //! - §3 Conditions `Connected`, `Ready` (`False`/`Disconnected` when the agent goes),
 //!   `AgentDeployed`; status written via `/status` only in 2.15 (status subresource).
-//!   A creator that is no Rancher User gets condition `CreatorMadeOwner=False` and no
-//!   creator CRTB; a real User gets CRTB `creator-cluster-owner`.
+//!   Unless `no-creator-rbac` is present, the creator gets CRTB `creator-cluster-owner`
+//!   (annotation `authz.management.cattle.io/creator-owner-binding`, `userName` =
+//!   creatorId, whether or not a User of that name exists) and `CreatorMadeOwner=True`.
 //! - §4 Registration token `default-token` in both modes (legacy token in status;
 //!   `{token}` placeholders + Secret `crt-token-default-token`); the import endpoint
 //!   (404 unknown cluster, 400 wrong token in placeholder mode) and its manifest with
@@ -29,8 +32,14 @@
 //! - §5 Default and System projects (labels) with `status.backingNamespace`
 //!   `<c-m-id>-<p-id>` (namespaces created); [`RancherSim::create_project`].
 //! - §6 CRTB/PRTB webhook: one subject, `clusterName` = namespace, immutable fields,
-//!   deterministic `generateName` names in 2.14+ (duplicates → 409), escalation check via
-//!   SubjectAccessReview on the local cluster plus the requester's CRTBs in the cluster.
+//!   any CRTB repeating an existing role + subject in the cluster refused with 409 in
+//!   2.14+, deterministic `generateName` names in 2.15; escalation check resolving the
+//!   requester's rules from local RBAC objects (ClusterRoleBindings, RoleBindings in the
+//!   `c-m-` namespace) plus their CRTBs in the cluster, no bypass.
+//! - Rendering into local RBAC: a CRTB's management-plane rules (CRTBs, projects, …)
+//!   become Role `<template>` + RoleBinding `<crtb>-<template>` in the `c-m-` namespace;
+//!   a GlobalRoleBinding becomes ClusterRole `cattle-globalrole-<role>` +
+//!   ClusterRoleBinding; built-in GlobalRoles `clusters-create` and `user-base`.
 //! - §7 Fleet `Cluster` for every Ready management cluster, labels per the model.
 //!
 //! # Not simulated
@@ -41,8 +50,9 @@
 //!   rendered but unused (§4); token hashing; `userPrincipalName` → `userName` fill-in (§6).
 //! - Project-namespace annotations written by the cluster agent (§5); Fleet bundles,
 //!   GitRepo deployment and templating (§7 — only the CRDs exist); vCluster (§8).
-//! - PRTB escalation checks (only shape checks); GlobalRoles/GlobalRoleBindings have
-//!   CRDs only.
+//! - PRTB escalation checks (only shape checks); the webhook's GlobalRole /
+//!   GlobalRoleBinding checks; GlobalRoles' `inheritedClusterRoles`; CRTB rendering
+//!   into downstream clusters and the cluster-membership ClusterRole.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -280,6 +290,24 @@ impl RancherSim {
             .create(&PostParams::default(), &obj)
             .await?;
         Ok(id)
+    }
+
+    /// Binds `user_id` to GlobalRole `global_role` (a `GlobalRoleBinding`, which the
+    /// simulator renders into local RBAC like Rancher); returns the binding's name.
+    pub async fn bind_global_role(
+        &self,
+        user_id: &str,
+        global_role: &str,
+    ) -> anyhow::Result<String> {
+        let name = format!("grb-{}", names::project_id().trim_start_matches("p-"));
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": kinds::GLOBAL_ROLE_BINDING.api_version(), "kind": "GlobalRoleBinding",
+            "metadata": {"name": name}, "globalRoleName": global_role, "userName": user_id}))?;
+        kinds::GLOBAL_ROLE_BINDING
+            .all(&self.shared.local)
+            .create(&PostParams::default(), &obj)
+            .await?;
+        Ok(name)
     }
 
     /// Creates a management `Token` for `user_id` (`ttl` zero = never expires; stored in

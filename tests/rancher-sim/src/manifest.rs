@@ -1,4 +1,4 @@
-//! The import manifest served at `/v3/import/<token>_<c-m-id>.yaml` (rancher-model.md §4)
+//! The import manifest served at `/v3/import/<token>_<c-m-id>.yaml` (docs/rancher.md: Registration token and import manifest)
 //! and the CA checksum rule. Pure rendering: the HTTP side lives in `server::import`.
 
 use serde_json::{Value, json};
@@ -89,11 +89,11 @@ pub fn manifest_objects(input: &ManifestInput<'_>) -> Vec<Value> {
 }
 
 /// The manifest as multi-document YAML separated by `---`.
-pub fn render(input: &ManifestInput<'_>) -> Result<String, serde_yaml::Error> {
+pub fn render(input: &ManifestInput<'_>) -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();
     for obj in manifest_objects(input) {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&obj)?);
+        out.push_str(&serde_yaml_ng::to_string(&obj)?);
     }
     Ok(out)
 }
@@ -119,7 +119,7 @@ mod tests {
             agent_image: "x",
         };
         let yaml = render(&input).unwrap();
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         let kinds: Vec<String> = docs

@@ -1,6 +1,6 @@
 //! Names and ids the Rancher simulator generates or checks, as pure functions:
 //! random ids in Rancher's shapes (`c-m-xxxxxxxx`, `p-xxxxx`, `u-xxxxx`), registration
-//! and API token secrets, provisioning-cluster name rules (rancher-model.md §2) and the
+//! and API token secrets, provisioning-cluster name rules (docs/rancher.md: Imported clusters) and the
 //! deterministic CRTB name of webhook v0.10 (§6).
 
 use rand::Rng;

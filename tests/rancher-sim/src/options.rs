@@ -1,5 +1,5 @@
 //! How a Rancher simulator is configured: which Rancher version it plays, how it
-//! presents registration tokens (rancher-model.md §4), the agent TLS mode, reaction
+//! presents registration tokens (docs/rancher.md: Registration token and import manifest), the agent TLS mode, reaction
 //! delays and the Fleet workspace.
 
 use std::time::Duration;
@@ -45,13 +45,14 @@ impl SimOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RancherVersion {
     /// Legacy token in status, `Ready` decides readiness, no management status
-    /// subresource, no duplicate-CRTB 409.
+    /// subresource, no duplicate-CRTB 409 (webhook v0.9).
     V2_13,
-    /// `{token}` placeholder + Secret, `Ready` decides readiness, duplicate CRTBs created
-    /// with `generateName` refused with 409.
+    /// `{token}` placeholder + Secret, `Ready` decides readiness; webhook v0.10 refuses
+    /// any new CRTB granting a role its subject already holds in that cluster (409),
+    /// whatever its name.
     V2_14,
-    /// As 2.14, plus `Connected` decides readiness and the management cluster has a
-    /// status subresource.
+    /// As 2.14, plus `Connected` decides readiness, the management cluster has a status
+    /// subresource, and webhook v0.11 gives `generateName` CRTBs a deterministic name.
     V2_15,
 }
 
@@ -60,8 +61,15 @@ impl RancherVersion {
     pub fn mgmt_status_subresource(self) -> bool {
         matches!(self, RancherVersion::V2_15)
     }
-    /// webhook v0.10 (Rancher 2.14) gives `generateName` CRTBs a deterministic name.
+    /// webhook v0.11 (Rancher 2.15) gives `generateName` CRTBs a deterministic name
+    /// (rancher/webhook clusterroletemplatebinding/mutator.go).
     pub fn deterministic_crtb_names(self) -> bool {
+        matches!(self, RancherVersion::V2_15)
+    }
+    /// webhook v0.10 (Rancher 2.14) refuses a CRTB whose role and subject an existing
+    /// CRTB of the cluster already has (validateDuplicates in
+    /// rancher/webhook clusterroletemplatebinding/validator.go).
+    pub fn refuses_duplicate_crtbs(self) -> bool {
         !matches!(self, RancherVersion::V2_13)
     }
     /// The management condition that turns provisioning `status.ready` true.
@@ -73,7 +81,7 @@ impl RancherVersion {
     }
 }
 
-/// How the registration token is presented (rancher-model.md §4).
+/// How the registration token is presented (docs/rancher.md: Registration token and import manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenMode {
     /// `status.token` holds the token; URLs carry it.
@@ -83,7 +91,7 @@ pub enum TokenMode {
     SecretPlaceholder,
 }
 
-/// The `agent-tls-mode` setting (rancher-model.md §4).
+/// The `agent-tls-mode` setting (docs/rancher.md: Registration token and import manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AgentTlsMode {
     /// The agent pins Rancher's CA (`strict`).
@@ -139,6 +147,10 @@ mod tests {
         assert_eq!(o.effective_token_mode(), TokenMode::Legacy);
         assert_eq!(RancherVersion::V2_14.readiness_condition(), "Ready");
         assert_eq!(RancherVersion::V2_15.readiness_condition(), "Connected");
+        assert!(!RancherVersion::V2_13.refuses_duplicate_crtbs());
+        assert!(RancherVersion::V2_14.refuses_duplicate_crtbs());
+        assert!(!RancherVersion::V2_14.deterministic_crtb_names());
+        assert!(RancherVersion::V2_15.deterministic_crtb_names());
     }
 
     #[test]

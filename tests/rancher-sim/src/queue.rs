@@ -17,6 +17,10 @@ pub enum Key {
     Mgmt(String),
     /// A registered backend API server, by index.
     Backend(usize),
+    /// A CRTB (namespace, name), rendered into local RBAC.
+    Crtb(String, String),
+    /// A GlobalRoleBinding (name), rendered into local RBAC.
+    Grb(String),
 }
 
 #[derive(Default)]

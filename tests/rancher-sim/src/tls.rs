@@ -6,21 +6,21 @@ use std::sync::Arc;
 
 use base64::Engine;
 use kube::{Client, Config};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use vclink_envtest::ClientIdentity;
 
 use crate::error::{Result, SimError};
 
 fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
+    CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| SimError::Tls(format!("bad certificate PEM: {e}")))
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| SimError::Tls(format!("bad key PEM: {e}")))?
-        .ok_or_else(|| SimError::Tls("no private key in PEM".into()))
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| SimError::Tls(format!("bad key PEM: {e}")))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

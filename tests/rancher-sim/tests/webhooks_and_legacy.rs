@@ -1,6 +1,7 @@
 //! Rancher 2.14 Rancher simulator with legacy tokens: token in status and any
 //! well-formed token served; the provisioning-cluster and CRTB admission webhooks
-//! (creatorId, subjects, immutability, 409 duplicates, escalation) and a webhook fault.
+//! (creatorId and creator-cluster-owner, subjects, immutability, 409 duplicates,
+//! escalation) and a webhook fault.
 
 mod common;
 
@@ -171,13 +172,55 @@ async fn rancher_2_14_legacy_tokens_and_webhooks() {
         200,
         "legacy Rancher serves any well-formed token"
     );
-    // dave is no Rancher user: the creator cannot be made owner.
+    // Rancher makes the creator an owner whether or not a User of that name exists.
+    let creator = eventually("creator-cluster-owner", T, || async {
+        kinds::CRTB
+            .ns(&lc, &cid)
+            .get("creator-cluster-owner")
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(creator.data["userName"], "dave");
+    assert_eq!(creator.data["roleTemplateName"], "cluster-owner");
+    assert_eq!(
+        creator.metadata.annotations.unwrap_or_default()["authz.management.cattle.io/creator-owner-binding"],
+        "true"
+    );
     let m = eventually("CreatorMadeOwner", T, || async {
         let m = kinds::MGMT_CLUSTER.all(&lc).get(&cid).await.ok()?;
         condition(&m, "CreatorMadeOwner").map(|_| m)
     })
     .await;
-    assert_eq!(condition(&m, "CreatorMadeOwner").unwrap().0, "False");
+    assert_eq!(condition(&m, "CreatorMadeOwner").unwrap().0, "True");
+    // wh3 was created with no-creator-rbac: nobody is its creator-owner.
+    let cid3 = eventually("clusterName of wh3", T, || async {
+        prov.get("wh3")
+            .await
+            .ok()?
+            .data
+            .pointer("/status/clusterName")?
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    eventually("wh3 projects (namespace reconciled)", T, || async {
+        let l = kinds::PROJECT
+            .ns(&lc, &cid3)
+            .list(&Default::default())
+            .await
+            .ok()?;
+        (!l.items.is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        kinds::CRTB
+            .ns(&lc, &cid3)
+            .get_opt("creator-cluster-owner")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // CRTB shape rules, as admin.
     let crtbs = kinds::CRTB.ns(&lc, &cid);
@@ -247,7 +290,8 @@ async fn rancher_2_14_legacy_tokens_and_webhooks() {
         ),
         400
     );
-    // Duplicates via generateName are refused with 409 in 2.14+; named duplicates are fine.
+    // webhook v0.10 (2.14): any CRTB repeating a role + subject of the cluster is
+    // refused with 409, with a generated name or an explicit one.
     crtbs
         .create(
             &pp,
@@ -261,45 +305,50 @@ async fn rancher_2_14_legacy_tokens_and_webhooks() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        code(
-            crtbs
-                .create(
-                    &pp,
-                    &crtb(
-                        &cid,
-                        &cid,
-                        None,
-                        "cluster-member",
-                        json!({"userName": "u-dup"})
+    for name in [None, Some("dup-named")] {
+        assert_eq!(
+            code(
+                crtbs
+                    .create(
+                        &pp,
+                        &crtb(
+                            &cid,
+                            &cid,
+                            name,
+                            "cluster-member",
+                            json!({"userName": "u-dup"})
+                        )
                     )
-                )
-                .await
-        ),
-        409
-    );
+                    .await
+            ),
+            409,
+            "{name:?}"
+        );
+    }
+    // Another role for the same subject is no duplicate.
     crtbs
         .create(
             &pp,
             &crtb(
                 &cid,
                 &cid,
-                Some("dup-named"),
-                "cluster-member",
+                Some("dup-other-role"),
+                "cluster-owner",
                 json!({"userName": "u-dup"}),
             ),
         )
         .await
         .unwrap();
 
-    // Escalation: dave may write CRTBs but holds none of cluster-owner's rights.
-    let dcrtbs = kinds::CRTB.ns(&dave, &cid);
+    // Escalation: dave may write CRTBs but holds none of cluster-owner's rights in wh3,
+    // which he created with no-creator-rbac.
+    let dcrtbs = kinds::CRTB.ns(&dave, &cid3);
     let err = dcrtbs
         .create(
             &pp,
             &crtb(
-                &cid,
-                &cid,
+                &cid3,
+                &cid3,
                 Some("esc"),
                 "cluster-owner",
                 json!({"userName": "u-x"}),
@@ -311,6 +360,28 @@ async fn rancher_2_14_legacy_tokens_and_webhooks() {
         matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("not currently held")),
         "{err}"
     );
+    // In wh, his creator-cluster-owner CRTB holds every rule of cluster-owner.
+    eventually(
+        "dave, creator of wh, may grant cluster-owner there",
+        T,
+        || async {
+            kinds::CRTB
+                .ns(&dave, &cid)
+                .create(
+                    &pp,
+                    &crtb(
+                        &cid,
+                        &cid,
+                        Some("by-dave"),
+                        "cluster-owner",
+                        json!({"userName": "u-d"}),
+                    ),
+                )
+                .await
+                .ok()
+        },
+    )
+    .await;
     // erin holds cluster-owner rights in local RBAC; frank holds them through a CRTB.
     grant(&lc, "erin", json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}])).await;
     let erin = local.client_as("erin", &[]).await.unwrap();

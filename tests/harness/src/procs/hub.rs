@@ -140,23 +140,14 @@ impl HubProcess {
             args.splice(at..at, rancher_args(r, &ca, &token_file));
         }
         if chart_rbac {
-            // What the chart's Deployment sets (VCLINK_OWNER_GRANT_*), before the test's
-            // own extra flags so a test can still override them.
+            // What the chart's Deployment sets (VCLINK_IMPERSONATE_USER: the chart's
+            // Rancher User), before the test's own extra flags so a test can override it.
+            let user = match opts.rancher.as_ref().map(|r| &r.credential) {
+                Some(RancherCredential::User(u)) => u.clone(),
+                _ => rbac::HUB_RANCHER_USER.to_owned(),
+            };
             let at = args.len() - opts.extra_args.len();
-            args.splice(
-                at..at,
-                [
-                    format!(
-                        "--owner-grant-cluster-role={}",
-                        rbac::HUB_GRANT_CLUSTER_ROLE
-                    ),
-                    format!(
-                        "--owner-grant-service-account={}/{}",
-                        rbac::RELEASE_NAMESPACE,
-                        rbac::HUB_SERVICE_ACCOUNT
-                    ),
-                ],
-            );
+            args.splice(at..at, [format!("--impersonate-user={user}")]);
         }
         let mut env = vec![(
             "KUBECONFIG".to_owned(),

@@ -19,8 +19,9 @@ use vclink_envtest::Cluster;
 pub const RELEASE_NAMESPACE: &str = "vclink-system";
 /// The hub's ServiceAccount as the hub chart names it (release `vclink-hub`).
 pub const HUB_SERVICE_ACCOUNT: &str = "vclink-hub";
-/// The ClusterRole the hub binds itself to for CRTB creation.
-pub const HUB_GRANT_CLUSTER_ROLE: &str = "vclink-hub-crtb-grant";
+/// The Rancher User the hub chart creates by default (`rancherCredential.userName`),
+/// which the hub impersonates (`--impersonate-user`).
+pub const HUB_RANCHER_USER: &str = "vclink-hub";
 /// The agent's ServiceAccount as the agent chart names it (release `vclink-agent`).
 pub const AGENT_SERVICE_ACCOUNT: &str = "vclink-agent";
 
@@ -29,6 +30,8 @@ const MANAGER: &str = "vclink-harness";
 
 /// Kinds that make up a chart's RBAC, plus the Lease the hub chart creates for its
 /// leader election (the hub may only get/update it, so it must exist first).
+/// With the Rancher objects of the hub's identity (its User, its GlobalRoles and their
+/// bindings), which the Rancher simulator renders into local RBAC as Rancher does.
 const RBAC_KINDS: &[&str] = &[
     "ServiceAccount",
     "ClusterRole",
@@ -36,6 +39,10 @@ const RBAC_KINDS: &[&str] = &[
     "Role",
     "RoleBinding",
     "Lease",
+    "RoleTemplate",
+    "GlobalRole",
+    "User",
+    "GlobalRoleBinding",
 ];
 
 /// The RBAC objects of chart case `case` rendered with `extra_values` (YAML text) merged
@@ -88,6 +95,10 @@ fn resource_of(o: &Object) -> anyhow::Result<ApiResource> {
         "RoleBinding" => "rolebindings",
         "Namespace" => "namespaces",
         "Lease" => "leases",
+        "RoleTemplate" => "roletemplates",
+        "GlobalRole" => "globalroles",
+        "User" => "users",
+        "GlobalRoleBinding" => "globalrolebindings",
         other => anyhow::bail!("the harness does not apply {other}"),
     };
     Ok(ApiResource::from_gvk_with_plural(
@@ -178,7 +189,7 @@ pub fn write_token_kubeconfig(
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(serde_yaml::to_string(&doc)?.as_bytes())?;
+    f.write_all(serde_yaml_ng::to_string(&doc)?.as_bytes())?;
     Ok(())
 }
 
@@ -241,9 +252,14 @@ mod tests {
                 .any(|o| o.kind() == "ServiceAccount" && o.name() == HUB_SERVICE_ACCOUNT)
         );
         assert!(
-            objs.iter()
-                .any(|o| o.kind() == "ClusterRole" && o.name() == HUB_GRANT_CLUSTER_ROLE)
+            !objs
+                .iter()
+                .any(|o| o.kind() == "ClusterRole" && o.name().ends_with("crtb-grant")),
+            "no self-grant ClusterRole any more"
         );
+        assert!(objs.iter().any(|o| o.kind() == "GlobalRoleBinding"
+            && o.value["globalRoleName"] == "clusters-create"
+            && o.value["userName"] == HUB_RANCHER_USER));
         assert!(objs.iter().all(|o| resource_of(o).is_ok()));
         let token_rule = |objs: &[Object]| {
             objs.iter().any(|o| {

@@ -191,12 +191,21 @@ pub async fn vcluster_cluster(
     if let Some(p) = project {
         labels["vclink.io/project"] = json!(p);
     }
+    // As the hub creates its clusters: as its Rancher user (impersonated by the admin
+    // client here), so Rancher makes that user the cluster's owner.
     let o = json!({"apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
-        "metadata": {"name": name, "namespace": WORKSPACE, "labels": labels,
-            "annotations": {"field.cattle.io/no-creator-rbac": "true"}}, "spec": {}});
+        "metadata": {"name": name, "namespace": WORKSPACE, "labels": labels}, "spec": {}});
+    let req = http::Request::post(format!(
+        "/apis/provisioning.cattle.io/v1/namespaces/{WORKSPACE}/clusters"
+    ))
+    .header("Content-Type", "application/json")
+    .header(
+        "Impersonate-User",
+        vclink_harness::procs::rbac::HUB_RANCHER_USER,
+    )
+    .body(serde_json::to_vec(&o)?)?;
+    c.request::<Value>(req).await?;
     let api = prov_clusters(c);
-    api.create(&PostParams::default(), &serde_json::from_value(o)?)
-        .await?;
     let id = wait_for(
         &format!("management cluster of {name}"),
         TIMEOUT,

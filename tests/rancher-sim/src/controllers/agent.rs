@@ -1,4 +1,4 @@
-//! Agent connections (rancher-model.md §3, §4): for each registered backend API server,
+//! Agent connections (docs/rancher.md: Management cluster, Registration token and import manifest): for each registered backend API server,
 //! the simulator watches `cattle-system` Deployments and Secrets. A
 //! `cattle-cluster-agent` Deployment whose `CATTLE_CREDENTIAL_NAME` Secret holds the
 //! current registration token of cluster X (and `url` = server-url) connects X to that

@@ -1,6 +1,6 @@
-//! Management-cluster controller (rancher-model.md §3–§5, §7): the `c-m-` namespace,
+//! Management-cluster controller (docs/rancher.md: Management cluster, Registration token and import manifest, Projects and role bindings, Fleet): the `c-m-` namespace,
 //! Default and System projects, the registration token (legacy or `{token}` + Secret),
-//! the creator's owner CRTB, `Connected`/`Ready`/`AgentDeployed` from the agent
+//! the creator's owner CRTB `creator-cluster-owner`, `Connected`/`Ready`/`AgentDeployed` from the agent
 //! connection, the Fleet cluster once Ready, and the deletion cascade.
 
 use std::time::Duration;
@@ -20,7 +20,7 @@ use crate::state::{
     Shared, annotation, apply, delete_opt, ensure_finalizer, get_opt, remove_finalizer, str_at,
 };
 
-/// Name of the token Secret in newer Rancher (rancher-model.md §4).
+/// Name of the token Secret in newer Rancher (docs/rancher.md: Registration token and import manifest).
 pub const TOKEN_SECRET: &str = "crt-token-default-token";
 
 pub async fn reconcile(shared: &Shared, cid: &str) -> Result<Requeue> {
@@ -50,38 +50,31 @@ pub async fn reconcile(shared: &Shared, cid: &str) -> Result<Requeue> {
         .cloned()
         .unwrap_or_default();
     let mut conditions = next_conditions(&old, shared.connection(cid).is_some(), &now());
+    // reconcileClusterCreatorRTB (rancher/rancher pkg/controllers/management/auth/
+    // project_cluster/cluster_handler.go): unless the no-creator-rbac key is present, the
+    // creator gets CRTB creator-cluster-owner (cluster-owner is the ClusterCreatorDefault
+    // role template), created by Rancher itself. Upstream does not check that creatorId
+    // names a Rancher User: a ServiceAccount's name becomes a User subject that no one
+    // is (docs/rancher.md: Imported clusters).
     if let Some(creator) = annotation(&m, keys::CREATOR_ID)
-        && annotation(&m, keys::NO_CREATOR_RBAC).as_deref() != Some("true")
+        && annotation(&m, keys::NO_CREATOR_RBAC).is_none()
     {
-        // Rancher binds the creator as cluster owner; a creator that is no Rancher user
-        // (e.g. a ServiceAccount) makes this fail (rancher-model.md §2).
-        let cond = if get_opt(&kinds::USER.all(&shared.local), &creator)
-            .await?
-            .is_some()
-        {
-            create_crtb(
-                shared,
-                cid,
-                "creator-cluster-owner",
-                "cluster-owner",
-                &creator,
-            )
-            .await?;
-            ("True", "", String::new())
-        } else {
-            (
-                "False",
-                "Error",
-                format!("creator user {creator} not found"),
-            )
-        };
+        create_crtb(
+            shared,
+            cid,
+            keys::CREATOR_CRTB,
+            "cluster-owner",
+            &creator,
+            Some(keys::CREATOR_OWNER_BINDING),
+        )
+        .await?;
         set_condition(
             &mut conditions,
             &old,
             "CreatorMadeOwner",
-            cond.0,
-            cond.1,
-            &cond.2,
+            "True",
+            "",
+            "",
             &now(),
         );
     }
@@ -183,7 +176,7 @@ fn set_condition(
 }
 
 /// Fleet cluster labels: the management cluster's minus `cattle.io/` keys, plus the
-/// cluster id and display name (rancher-model.md §7).
+/// cluster id and display name (docs/rancher.md: Fleet).
 pub fn fleet_labels(m: &DynamicObject, cid: &str, display: &str) -> Value {
     let mut labels: serde_json::Map<String, Value> = m
         .metadata
@@ -340,14 +333,25 @@ pub fn token_status(server_url: &str, t: &str, cid: &str) -> Value {
     })
 }
 
-async fn create_crtb(shared: &Shared, cid: &str, name: &str, role: &str, user: &str) -> Result<()> {
+async fn create_crtb(
+    shared: &Shared,
+    cid: &str,
+    name: &str,
+    role: &str,
+    user: &str,
+    marker: Option<&str>,
+) -> Result<()> {
     let api = kinds::CRTB.ns(&shared.local, cid);
     if get_opt(&api, name).await?.is_some() {
         return Ok(());
     }
+    let mut annotations = serde_json::Map::new();
+    if let Some(k) = marker {
+        annotations.insert(k.to_string(), json!("true"));
+    }
     let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": kinds::CRTB.api_version(), "kind": "ClusterRoleTemplateBinding",
-        "metadata": {"name": name, "namespace": cid},
+        "metadata": {"name": name, "namespace": cid, "annotations": annotations},
         "clusterName": cid, "roleTemplateName": role, "userName": user,
     }))?;
     match api.create(&PostParams::default(), &obj).await {

@@ -1,4 +1,4 @@
-//! The Rancher simulator's controllers (rancher-model.md §2–§7). One watcher per kind
+//! The Rancher simulator's controllers (docs/rancher.md: Imported clusters, Management cluster, Registration token and import manifest, Projects and role bindings, Fleet). One watcher per kind
 //! feeds a deduplicating [`Queue`](crate::queue::Queue); a worker runs one reconcile per
 //! key with the configured random delay first. Reconciles read objects fresh from the
 //! API server, so a lagging watch never makes them act twice.
@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod management;
 pub mod provisioning;
+pub mod rbac;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,25 @@ pub fn start(shared: &Arc<Shared>) {
         },
         None,
     );
+    spawn_watch(
+        shared,
+        kinds::CRTB.all(&shared.local),
+        watcher::Config::default(),
+        |o| {
+            vec![Key::Crtb(
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+            )]
+        },
+        None,
+    );
+    spawn_watch(
+        shared,
+        kinds::GLOBAL_ROLE_BINDING.all(&shared.local),
+        watcher::Config::default(),
+        |o| vec![Key::Grb(o.metadata.name.clone().unwrap_or_default())],
+        None,
+    );
     let shared = shared.clone();
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(32));
@@ -115,6 +135,8 @@ pub fn start(shared: &Arc<Shared>) {
                     Key::Prov(ns, name) => provisioning::reconcile(&shared, ns, name).await,
                     Key::Mgmt(cid) => management::reconcile(&shared, cid).await,
                     Key::Backend(id) => agent::reconcile(&shared, *id).await,
+                    Key::Crtb(ns, name) => rbac::reconcile_crtb(&shared, ns, name).await,
+                    Key::Grb(name) => rbac::reconcile_grb(&shared, name).await,
                 };
                 shared.queue.done(&key);
                 let again = match res {

@@ -1,4 +1,4 @@
-//! Provisioning-cluster controller (rancher-model.md §2): creates the management cluster
+//! Provisioning-cluster controller (docs/rancher.md: Imported clusters): creates the management cluster
 //! (labels/annotations copied once), mirrors its readiness into `status`, creates the
 //! `<name>-kubeconfig` Secret and the `system://provisioning` owner CRTB once ready, and
 //! on deletion deletes the management cluster and waits for it to go before releasing
@@ -93,7 +93,7 @@ pub async fn reconcile(shared: &Shared, ns: &str, name: &str) -> Result<Requeue>
             .iter()
             .any(|c| c["type"] == t && c["status"] == "True")
     };
-    // `ready` is sticky: once true it never resets (rancher-model.md §2).
+    // `ready` is sticky: once true it never resets (docs/rancher.md: Imported clusters).
     let ready = was_ready || is_true(shared.opts.version.readiness_condition());
     let mut status = json!({
         "clusterName": cid,
@@ -185,7 +185,7 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, name: &str, bearer: &str) -> Stri
         "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}],
         "users": [{"name": name, "user": {"token": bearer}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}]});
-    serde_yaml::to_string(&cfg).unwrap_or_default()
+    serde_yaml_ng::to_string(&cfg).unwrap_or_default()
 }
 
 /// The CRTB granting `cluster-owner` to the cluster's `system://provisioning` principal.

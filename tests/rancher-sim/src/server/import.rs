@@ -1,4 +1,4 @@
-//! `GET /v3/import/<token>_<c-m-id>.yaml` (rancher-model.md §4): 404 for an unknown
+//! `GET /v3/import/<token>_<c-m-id>.yaml` (docs/rancher.md: Registration token and import manifest): 404 for an unknown
 //! cluster; with the `{token}` Secret (newer Rancher) 400 for a token that matches no
 //! token Secret of that cluster; older Rancher serves any well-formed token.
 

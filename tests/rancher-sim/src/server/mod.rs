@@ -1,5 +1,5 @@
 //! The Rancher simulator's HTTPS server (own CA, SAN 127.0.0.1/localhost): the import
-//! endpoint (rancher-model.md §4), the `/k8s/clusters/<id>` proxy, Rancher's admission
+//! endpoint (docs/rancher.md: Registration token and import manifest), the `/k8s/clusters/<id>` proxy, Rancher's admission
 //! webhooks (§2, §6), plus `/ping` and `/cacerts` like Rancher.
 
 pub mod import;

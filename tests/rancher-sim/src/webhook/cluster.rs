@@ -1,7 +1,12 @@
-//! Provisioning-cluster admission (rancher-model.md §2): name rules; the mutator sets
-//! `field.cattle.io/creatorId` to the requesting user unless `no-creator-rbac` is set;
-//! the validator refuses a creatorId together with `no-creator-rbac`, a creatorId that is
-//! not the requester on create, and a changed creatorId on update.
+//! Provisioning-cluster admission (docs/rancher.md: Imported clusters): name rules and the creator
+//! rules of rancher/webhook `pkg/resources/provisioning.cattle.io/v1/cluster/
+//! {mutator,validator}.go` with `pkg/resources/common/{mutation,validation}.go`
+//! (unchanged v0.7–main):
+//! - CREATE, mutator: `field.cattle.io/creatorId` is OVERWRITTEN with the requesting
+//!   user, unless the `field.cattle.io/no-creator-rbac` key is present (any value).
+//! - CREATE, validator: a creatorId that is not the requester is refused, and so is any
+//!   creatorId together with the `no-creator-rbac` key.
+//! - UPDATE, validator: creatorId cannot be changed; removing it is allowed.
 
 use serde_json::{Value, json};
 
@@ -15,10 +20,17 @@ fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
+/// Upstream tests for the key, not its value (`if _, ok := annotations[NoCreatorRBACAnn]`).
+fn has_annotation(obj: &Value, key: &str) -> bool {
+    obj["metadata"]["annotations"].get(key).is_some()
+}
+
 pub fn mutate(req: &Req<'_>) -> Verdict {
-    if req.operation != "CREATE" || annotation(req.object, keys::NO_CREATOR_RBAC) == Some("true") {
+    if req.operation != "CREATE" || has_annotation(req.object, keys::NO_CREATOR_RBAC) {
         return Verdict::Allow;
     }
+    // JSON Patch `add` on an existing member replaces it: a creatorId the client sent is
+    // overwritten, as upstream's `annotations[CreatorIDAnn] = request.UserInfo.Username`.
     if req.object["metadata"]["annotations"].is_object() {
         Verdict::Patch(vec![
             json!({"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(keys::CREATOR_ID)),
@@ -34,18 +46,14 @@ pub fn mutate(req: &Req<'_>) -> Verdict {
 pub fn validate(req: &Req<'_>) -> Verdict {
     let obj = req.object;
     let creator = annotation(obj, keys::CREATOR_ID);
-    if annotation(obj, keys::NO_CREATOR_RBAC) == Some("true") && creator.is_some() {
-        return Verdict::Deny(
-            400,
-            format!(
-                "cluster cannot have annotation {} when {} is set",
-                keys::CREATOR_ID,
-                keys::NO_CREATOR_RBAC
-            ),
-        );
-    }
     match req.operation {
         "CREATE" => {
+            if has_annotation(obj, keys::NO_CREATOR_RBAC) && creator.is_some() {
+                return Verdict::Deny(
+                    400,
+                    "cannot have creatorID annotation when no-creator-rbac is set".into(),
+                );
+            }
             let name = obj["metadata"]["name"].as_str().unwrap_or_default();
             if !name.is_empty()
                 && let Some(msg) = provisioning_name_error(name, req.namespace)
@@ -55,19 +63,13 @@ pub fn validate(req: &Req<'_>) -> Verdict {
             if let Some(c) = creator
                 && c != req.username
             {
-                return Verdict::Deny(
-                    400,
-                    format!(
-                        "{} must be set to the user that initiated the request",
-                        keys::CREATOR_ID
-                    ),
-                );
+                return Verdict::Deny(400, "creatorID annotation does not match user".into());
             }
         }
         "UPDATE" => {
             let old = annotation(req.old_object, keys::CREATOR_ID);
             if creator.is_some() && creator != old {
-                return Verdict::Deny(400, format!("{} cannot be changed", keys::CREATOR_ID));
+                return Verdict::Deny(400, "creatorID annotation cannot be changed".into());
             }
         }
         _ => {}
@@ -126,6 +128,29 @@ mod tests {
             validate(&req("UPDATE", &plain, &mine)),
             Verdict::Allow,
             "removing is allowed"
+        );
+        // the key counts, whatever its value
+        let no_rbac_false =
+            json!({"metadata": {"name": "vc1", "annotations": {keys::NO_CREATOR_RBAC: "false"}}});
+        assert_eq!(
+            mutate(&req("CREATE", &no_rbac_false, &Value::Null)),
+            Verdict::Allow
+        );
+        let both_false = json!({"metadata": {"name": "vc1", "annotations": {keys::NO_CREATOR_RBAC: "", keys::CREATOR_ID: "alice"}}});
+        assert!(matches!(
+            validate(&req("CREATE", &both_false, &Value::Null)),
+            Verdict::Deny(400, _)
+        ));
+        // a creatorId sent by the client is overwritten with the requester
+        let Verdict::Patch(ops) = mutate(&req("CREATE", &other, &Value::Null)) else {
+            panic!("expected a patch");
+        };
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["value"], "alice");
+        assert_eq!(
+            validate(&req("UPDATE", &mine, &mine)),
+            Verdict::Allow,
+            "unchanged is allowed"
         );
         let bad = json!({"metadata": {"name": "c-m-abcd1234"}});
         assert!(matches!(

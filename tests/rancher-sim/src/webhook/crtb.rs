@@ -1,24 +1,23 @@
-//! CRTB and PRTB admission (rancher-model.md §6): exactly one subject, `clusterName` =
-//! namespace, immutable role/cluster/subject, deterministic names for `generateName`
-//! creates in Rancher 2.14+ (so duplicates get 409 from the API server), and the
-//! escalation check — each rule of the role template (inherited ones included) must be
-//! held by the requester, by local RBAC in the cluster's namespace (SubjectAccessReview,
-//! plus the rules of RoleBindings there, which Rancher's resolver counts even for
-//! nonResourceURLs) or by a CRTB of theirs in that cluster.
+//! CRTB and PRTB admission (docs/rancher.md: Projects and role bindings), after rancher/webhook
+//! `pkg/resources/management.cattle.io/v3/clusterroletemplatebinding/{mutator,validator}.go`:
+//! exactly one subject, `clusterName` = namespace, immutable role/cluster/subject;
+//! from webhook v0.10 (Rancher 2.14) a new CRTB granting a role its subject already
+//! holds in the cluster is refused with 409 whatever its name; from v0.11 (2.15)
+//! `generateName` creates get a deterministic name; and the escalation check — each
+//! rule of the role template (inherited ones included) must be held by the requester,
+//! resolved as [`super::resolver`] describes (local RBAC objects plus the requester's
+//! CRTBs in that cluster), with no bypass.
 
-use std::collections::HashSet;
-
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 
-use super::rules::{Attr, Rule, covers, expand};
+use super::resolver::{requester_rules, template_rules};
+use super::rules::{covers, expand};
 use super::{Req, Verdict};
 use crate::error::Result;
 use crate::kinds;
 use crate::names::deterministic_crtb_name;
-use crate::state::{Shared, get_opt};
+use crate::state::Shared;
 
 fn field<'a>(o: &'a Value, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or_default()
@@ -129,19 +128,15 @@ pub async fn validate_crtb(shared: &Shared, req: &Req<'_>) -> Verdict {
     if req.operation != "CREATE" {
         return Verdict::Allow;
     }
-    // The API server turns a clash of a generated name into a 500 ("try again"), so the
-    // webhook itself refuses a duplicate with 409, as webhook v0.10 does.
-    let meta = &req.object["metadata"];
-    let name = meta["name"].as_str().unwrap_or_default();
-    if shared.opts.version.deterministic_crtb_names()
-        && !meta["generateName"].as_str().unwrap_or_default().is_empty()
-    {
-        match get_opt(&kinds::CRTB.ns(&shared.local, req.namespace), name).await {
-            Ok(Some(_)) => {
+    if shared.opts.version.refuses_duplicate_crtbs() {
+        match duplicate_of(shared, req).await {
+            Ok(Some(existing)) => {
                 return Verdict::Deny(
                     409,
                     format!(
-                        "clusterroletemplatebindings.management.cattle.io \"{name}\" already exists: the same role is already granted to this subject"
+                        "clusterroletemplatebinding {existing} already grants role template {} to this subject in cluster {}",
+                        field(req.object, "roleTemplateName"),
+                        req.namespace
                     ),
                 );
             }
@@ -156,42 +151,38 @@ pub async fn validate_crtb(shared: &Shared, req: &Req<'_>) -> Verdict {
     }
 }
 
-/// A role template's rules including inherited templates; `None` when it is missing.
-async fn resolve(shared: &Shared, role: &str) -> Result<Option<(Value, Vec<Rule>)>> {
-    let api = kinds::ROLE_TEMPLATE.all(&shared.local);
-    let Some(top) = get_opt(&api, role).await? else {
-        return Ok(None);
-    };
-    let mut rules = Vec::new();
-    let mut seen = HashSet::new();
-    let mut todo = vec![top.data.clone()];
-    seen.insert(role.to_string());
-    while let Some(t) = todo.pop() {
-        rules.extend(
-            t["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(Rule::from_json),
-        );
-        for inherited in t["roleTemplateNames"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if seen.insert(inherited.to_string())
-                && let Some(o) = get_opt(&api, inherited).await?
-            {
-                todo.push(o.data);
-            }
-        }
+/// Does the subject and role of two CRTBs coincide? (each subject field compared when
+/// set on the new one, as upstream's validateDuplicates).
+pub fn same_grant(new: &Value, old: &Value) -> bool {
+    if field(new, "roleTemplateName") != field(old, "roleTemplateName") {
+        return false;
     }
-    Ok(Some((top.data, rules)))
+    [
+        "userName",
+        "userPrincipalName",
+        "groupName",
+        "groupPrincipalName",
+    ]
+    .iter()
+    .any(|k| !field(new, k).is_empty() && field(new, k) == field(old, k))
+}
+
+/// The name of an existing CRTB of the cluster granting the same role to the same
+/// subject (webhook v0.10+ refuses the new one, whatever its name).
+async fn duplicate_of(shared: &Shared, req: &Req<'_>) -> Result<Option<String>> {
+    let list = kinds::CRTB
+        .ns(&shared.local, req.namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|b| same_grant(req.object, &b.data))
+        .map(|b| b.metadata.name.unwrap_or_default()))
 }
 
 async fn escalation(shared: &Shared, req: &Req<'_>, role: &str) -> Result<Verdict> {
-    let Some((template, rules)) = resolve(shared, role).await? else {
+    let Some((template, rules)) = template_rules(shared, role).await? else {
         return Ok(Verdict::Deny(
             400,
             format!("role template {role} not found"),
@@ -209,21 +200,10 @@ async fn escalation(shared: &Shared, req: &Req<'_>, role: &str) -> Result<Verdic
             format!("role template {role} is not a cluster role template"),
         ));
     }
-    let mut granted: Option<Vec<Rule>> = None;
+    let held = requester_rules(shared, req).await?;
     for rule in &rules {
         for attr in expand(rule) {
-            if sar(shared, req, &attr).await? {
-                continue;
-            }
-            if granted.is_none() {
-                let mut g = crtb_rules(shared, req).await?;
-                g.extend(rolebinding_rules(shared, req).await?);
-                granted = Some(g);
-            }
-            if granted
-                .as_ref()
-                .is_some_and(|g| g.iter().any(|r| covers(r, &attr)))
-            {
+            if held.iter().any(|r| covers(r, &attr)) {
                 continue;
             }
             return Ok(Verdict::Deny(
@@ -238,89 +218,6 @@ async fn escalation(shared: &Shared, req: &Req<'_>, role: &str) -> Result<Verdic
         }
     }
     Ok(Verdict::Allow)
-}
-
-/// Rules the requester holds through CRTBs in the cluster.
-async fn crtb_rules(shared: &Shared, req: &Req<'_>) -> Result<Vec<Rule>> {
-    let list = kinds::CRTB
-        .ns(&shared.local, req.namespace)
-        .list(&ListParams::default())
-        .await?;
-    let mut out = Vec::new();
-    for b in list.items {
-        let d = &b.data;
-        let mine = field(d, "userName") == req.username
-            || req
-                .groups
-                .iter()
-                .any(|g| !g.is_empty() && field(d, "groupName") == g);
-        if mine && let Some((_, rules)) = resolve(shared, field(d, "roleTemplateName")).await? {
-            out.extend(rules);
-        }
-    }
-    Ok(out)
-}
-
-/// Rules the requester holds through RoleBindings in the cluster's namespace. Rancher's
-/// webhook resolves rules like Kubernetes' RBAC rule resolver does (RoleBindings in the
-/// namespace included, nonResourceURLs of a bound ClusterRole included), which a
-/// SubjectAccessReview alone does not reproduce for nonResourceURLs.
-async fn rolebinding_rules(shared: &Shared, req: &Req<'_>) -> Result<Vec<Rule>> {
-    let bindings: Api<RoleBinding> = Api::namespaced(shared.local.clone(), req.namespace);
-    let mut out = Vec::new();
-    for b in bindings.list(&ListParams::default()).await?.items {
-        let mine = b.subjects.iter().flatten().any(|s| match s.kind.as_str() {
-            "User" => s.name == req.username,
-            "Group" => req.groups.contains(&s.name),
-            "ServiceAccount" => {
-                let ns = s.namespace.as_deref().unwrap_or(req.namespace);
-                req.username == format!("system:serviceaccount:{ns}:{}", s.name)
-            }
-            _ => false,
-        });
-        if !mine {
-            continue;
-        }
-        let rules = match b.role_ref.kind.as_str() {
-            "ClusterRole" => Api::<ClusterRole>::all(shared.local.clone())
-                .get_opt(&b.role_ref.name)
-                .await?
-                .and_then(|r| r.rules),
-            _ => Api::<Role>::namespaced(shared.local.clone(), req.namespace)
-                .get_opt(&b.role_ref.name)
-                .await?
-                .and_then(|r| r.rules),
-        };
-        for r in rules.into_iter().flatten() {
-            out.push(Rule::from_json(&serde_json::to_value(&r)?));
-        }
-    }
-    Ok(out)
-}
-
-/// Asks the local API server whether the requester may do `attr` in the cluster's
-/// namespace (what Rancher's resolver asks: ClusterRoleBindings and RoleBindings there).
-async fn sar(shared: &Shared, req: &Req<'_>, attr: &Attr) -> Result<bool> {
-    let attrs = match attr {
-        Attr::Resource {
-            verb,
-            group,
-            resource,
-            subresource,
-            name,
-        } => json!({"resourceAttributes": {
-            "namespace": req.namespace, "verb": verb, "group": group, "resource": resource, "subresource": subresource, "name": name}}),
-        Attr::NonResource { verb, path } => {
-            json!({"nonResourceAttributes": {"verb": verb, "path": path}})
-        }
-    };
-    let mut spec = attrs;
-    spec["user"] = json!(req.username);
-    spec["groups"] = json!(req.groups);
-    let review: SubjectAccessReview = serde_json::from_value(json!({"spec": spec}))?;
-    let api: Api<SubjectAccessReview> = Api::all(shared.local.clone());
-    let out = api.create(&PostParams::default(), &review).await?;
-    Ok(out.status.is_some_and(|s| s.allowed))
 }
 
 #[cfg(test)]
@@ -344,6 +241,27 @@ mod tests {
         assert!(subject(&json!({}), false).is_err());
         assert!(subject(&json!({"serviceAccount": "ns:sa"}), false).is_err());
         assert!(subject(&json!({"serviceAccount": "ns:sa"}), true).is_ok());
+    }
+
+    #[test]
+    fn duplicates_are_same_role_and_subject() {
+        let a = json!({"roleTemplateName": "cluster-owner", "userName": "u-1"});
+        assert!(same_grant(
+            &a,
+            &json!({"roleTemplateName": "cluster-owner", "userName": "u-1", "userPrincipalName": "local://u-1"})
+        ));
+        assert!(!same_grant(
+            &a,
+            &json!({"roleTemplateName": "cluster-member", "userName": "u-1"})
+        ));
+        assert!(!same_grant(
+            &a,
+            &json!({"roleTemplateName": "cluster-owner", "userName": "u-2"})
+        ));
+        let g =
+            json!({"roleTemplateName": "cluster-owner", "groupPrincipalName": "github_team://1"});
+        assert!(same_grant(&g, &g.clone()));
+        assert!(!same_grant(&g, &a));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Rancher's admission webhook, served over HTTPS and registered with the local API
-//! server (rancher-model.md §2, §6). AdmissionReview v1 JSON is read and written by hand.
+//! server (docs/rancher.md: Imported clusters, Projects and role bindings). AdmissionReview v1 JSON is read and written by hand.
 
 pub mod cluster;
 pub mod crtb;
+pub mod resolver;
 pub mod rules;
 
 use base64::Engine;

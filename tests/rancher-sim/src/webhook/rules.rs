@@ -1,4 +1,4 @@
-//! RBAC rule logic for the CRTB escalation check (rancher-model.md §6): a role
+//! RBAC rule logic for the CRTB escalation check (docs/rancher.md: Projects and role bindings): a role
 //! template's rules with inherited templates resolved, each rule expanded into atomic
 //! requests, and RBAC's "covers" test for rules granted by the user's CRTBs.
 

@@ -1,0 +1,256 @@
+//! Reconcile workers: take a vCluster key from the queue, gather its state under the
+//! lock, ask [`decide`] what to do, send messages right there (non-blocking), and carry
+//! out the Kubernetes writes (create/adopt/delete provisioning clusters, see
+//! [`super::ensure`]) afterwards. Errors go back to the agent as an ERROR status and the
+//! key is retried with backoff.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use vclink_proto::v1::{Forget, HubMessage, Register, State, Status, hub_message::Msg};
+
+use super::ensure::{self, ReconcileError};
+use crate::core::decide::{Action, HostView, Input, PerVc, decide};
+use crate::core::index::{TokenState, VcKey};
+use crate::rancher::clusters::ProvClusters;
+use crate::state::{Hub, World};
+
+/// Most Kubernetes writes in flight at once (each also waits for the rate limiter).
+const MAX_WRITES_IN_FLIGHT: usize = 256;
+
+/// Starts `n` workers sharing one bound on writes in flight.
+pub fn spawn_workers<P: ProvClusters>(
+    hub: Arc<Hub>,
+    rancher: Arc<P>,
+    n: usize,
+    shutdown: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let writes = Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT));
+    (0..n)
+        .map(|_| {
+            tokio::spawn(run_worker(
+                hub.clone(),
+                rancher.clone(),
+                writes.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Runs one worker until shutdown. Decisions and messages happen on the worker; the
+/// writes they call for run in their own task, so the decision for one vCluster (say, a
+/// token that just arrived) never waits behind another's API calls or the rate
+/// limiter. The key stays in flight until its writes finish, so one vCluster is never
+/// written by two tasks at once.
+async fn run_worker<P: ProvClusters>(
+    hub: Arc<Hub>,
+    rancher: Arc<P>,
+    writes: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    while let Some(key) = hub.queue.next(&shutdown).await {
+        let io = decide_and_send(&hub, &key);
+        // Whatever changed for this vCluster (cluster, labels, reported project) may
+        // change its owner bindings too.
+        hub.notify_owners(&key);
+        if io.is_empty() {
+            hub.queue.succeeded(&key);
+            hub.queue.done(&key);
+            continue;
+        }
+        let (hub, rancher, writes) = (hub.clone(), rancher.clone(), writes.clone());
+        tokio::spawn(async move {
+            let _permit = writes.acquire_owned().await;
+            match write(&hub, rancher.as_ref(), &key, io).await {
+                Ok(()) => hub.queue.succeeded(&key),
+                Err(e) => {
+                    hub.metrics.reconcile_error(e.kind());
+                    tracing::warn!(host = %key.host, uid = %key.uid, error = %e, "reconcile failed; retrying with backoff");
+                    report_error(&hub, &key, e.agent_message());
+                    hub.queue.retry(key.clone());
+                }
+            }
+            hub.queue.done(&key);
+        });
+    }
+}
+
+fn report_error(hub: &Hub, key: &VcKey, message: String) {
+    let mut w = hub.world();
+    let Some(h) = w.hosts.get_mut(&key.host) else {
+        return;
+    };
+    if !h.reported.contains_key(&key.uid) {
+        return;
+    }
+    let msg = HubMessage {
+        msg: Some(Msg::Status(Status {
+            uid: key.uid.clone(),
+            state: State::Error as i32,
+            message: message.clone(),
+            ..Default::default()
+        })),
+    };
+    if hub.send(h, msg) {
+        h.per_vc.entry(key.uid.clone()).or_default().last_status =
+            Some((State::Error, message, String::new(), String::new()));
+    }
+}
+
+/// Carries out the writes [`decide`] asked for.
+async fn write(
+    hub: &Hub,
+    rancher: &impl ProvClusters,
+    key: &VcKey,
+    io: Vec<Action>,
+) -> Result<(), ReconcileError> {
+    for action in io {
+        match action {
+            Action::Create(vc) => ensure::ensure(hub, rancher, key, &vc).await?,
+            Action::Delete { name, uid, reason } => {
+                ensure::delete(hub, rancher, key, &name, uid, reason).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`decide`] under the lock, carries out the non-I/O actions there and returns the
+/// ones that need the API.
+fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
+    let now = Instant::now();
+    let mut w = hub.world();
+    let actions = {
+        let World { index, hosts } = &*w;
+        let empty = PerVc::default();
+        let host = hosts.get(&key.host).map(|h| HostView {
+            reported: h.reported.get(&key.uid),
+            snapshot_complete: h.snapshot_complete,
+            per_vc: h.per_vc.get(&key.uid).unwrap_or(&empty),
+        });
+        let prov = index.prov_for(key);
+        let mgmt_id = prov.and_then(|p| p.mgmt_id.as_deref());
+        decide(&Input {
+            key,
+            now,
+            grace: hub.cfg.grace,
+            host,
+            prov,
+            mgmt: mgmt_id.and_then(|id| index.mgmt(id)),
+            token: mgmt_id
+                .map(|id| index.token(id))
+                .unwrap_or(TokenState::Missing),
+            user_deleted: index.is_user_deleted(key),
+            deleting_by_us: index.is_deleting_by_us(key),
+            owner_problem: index.owner_problem(key),
+        })
+    };
+    let (tls_mode, ca_certs) = hub.registration_tls(&w.index.settings);
+    let World { index, hosts } = &mut *w;
+    let mut io = Vec::new();
+    for a in actions {
+        let Some(h) = hosts.get_mut(&key.host) else {
+            break;
+        };
+        match a {
+            Action::Create(_) | Action::Delete { .. } => io.push(a),
+            Action::RequeueAt(t) => hub.queue.add_at(key.clone(), t),
+            Action::ClearUserDeleted => index.clear_user_deleted(key),
+            Action::MarkMissing => {
+                h.per_vc.entry(key.uid.clone()).or_default().missing_since = Some(now)
+            }
+            Action::ClearMissing => {
+                h.per_vc.entry(key.uid.clone()).or_default().missing_since = None
+            }
+            Action::ClearRemoveRequested => {
+                h.per_vc
+                    .entry(key.uid.clone())
+                    .or_default()
+                    .remove_requested = false
+            }
+            Action::Register {
+                mgmt_id,
+                cluster_name,
+                manifest_url,
+                token_seen,
+            } => {
+                let msg = Register {
+                    uid: key.uid.clone(),
+                    rancher_cluster_id: mgmt_id.clone(),
+                    cluster_name: cluster_name.clone(),
+                    manifest_url: manifest_url.expose().to_string(),
+                    tls_mode: tls_mode as i32,
+                    ca_certs: ca_certs.clone(),
+                };
+                if hub.send(
+                    h,
+                    HubMessage {
+                        msg: Some(Msg::Register(msg)),
+                    },
+                ) {
+                    hub.metrics.registrations_sent.inc();
+                    hub.metrics
+                        .register_latency
+                        .observe(now.saturating_duration_since(token_seen).as_secs_f64());
+                    tracing::info!(host = %key.host, uid = %key.uid, cluster = %cluster_name, rancher_cluster = %mgmt_id, "Register sent");
+                    let pv = h.per_vc.entry(key.uid.clone()).or_default();
+                    pv.registered = Some((mgmt_id, manifest_url));
+                    pv.failure = None;
+                }
+            }
+            Action::Status {
+                state,
+                message,
+                mgmt_id,
+                cluster_name,
+            } => {
+                let msg = Status {
+                    uid: key.uid.clone(),
+                    state: state as i32,
+                    message: message.clone(),
+                    rancher_cluster_id: mgmt_id.clone(),
+                    cluster_name: cluster_name.clone(),
+                };
+                if hub.send(
+                    h,
+                    HubMessage {
+                        msg: Some(Msg::Status(msg)),
+                    },
+                ) {
+                    tracing::debug!(host = %key.host, uid = %key.uid, state = ?state, "status sent");
+                    h.per_vc.entry(key.uid.clone()).or_default().last_status =
+                        Some((state, message, mgmt_id, cluster_name));
+                }
+            }
+            Action::Forget { reason } => {
+                let msg = Forget {
+                    uid: key.uid.clone(),
+                    reason,
+                };
+                if hub.send(
+                    h,
+                    HubMessage {
+                        msg: Some(Msg::Forget(msg)),
+                    },
+                ) {
+                    tracing::info!(host = %key.host, uid = %key.uid, "Rancher cluster deleted by a user; Forget sent");
+                    h.per_vc.entry(key.uid.clone()).or_default().forgotten = true;
+                }
+            }
+        }
+    }
+    // Keep stream memory only for vClusters that still need it.
+    if let Some(h) = hosts.get_mut(&key.host)
+        && !h.reported.contains_key(&key.uid)
+        && h.per_vc
+            .get(&key.uid)
+            .is_some_and(|p| p.missing_since.is_none() && !p.remove_requested)
+    {
+        h.per_vc.remove(&key.uid);
+    }
+    io
+}

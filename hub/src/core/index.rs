@@ -1,0 +1,468 @@
+//! The hub's in-memory view of the Rancher objects it watches, reduced to small structs
+//! (never full objects) and keyed for the lookups reconcile needs: vCluster key →
+//! provisioning cluster, management id → vCluster key, management id → registration
+//! token. Everything here is rebuilt from the watches after a restart (design principle
+//! 1), and every update returns the vCluster keys it affects so the caller can enqueue
+//! them. Pure: no I/O, unit-tested.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use vclink_proto::Secret;
+
+pub use super::keys::VcKey;
+
+/// What the hub keeps of a provisioning cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvCluster {
+    /// Object name in the workspace.
+    pub name: String,
+    /// Object UID (delete precondition).
+    pub uid: String,
+    /// The vCluster it belongs to, from our labels; `None` when the labels are incomplete.
+    pub key: Option<VcKey>,
+    /// `status.clusterName`, the management cluster id, once Rancher set it.
+    pub mgmt_id: Option<String>,
+    /// `status.ready`: once true, never reset, so it also means "was connected once".
+    pub ready: bool,
+    /// Has a deletionTimestamp.
+    pub deleting: bool,
+    /// Label `vclink.io/project` (`p-…`): the host project last recorded for the vCluster.
+    pub project: Option<String>,
+    /// `metadata.resourceVersion` as a number (0 when it is not one): orders what a write
+    /// returned against what the watch already delivered.
+    pub version: u64,
+}
+
+/// Connection state of a management cluster as its conditions describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conn {
+    /// `Connected=True` (2.15) or, without a Connected condition, `Ready=True` (≤ 2.14).
+    Connected,
+    /// Rancher says the tunnel was lost (`Ready=False` reason `Disconnected`).
+    Disconnected,
+    /// Not connected (yet), no sign that it ever was.
+    NotConnected,
+}
+
+/// What the hub keeps of a management cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MgmtCluster {
+    /// `c-m-…` id.
+    pub id: String,
+    /// Connection state.
+    pub conn: Conn,
+}
+
+/// What the hub keeps of a ClusterRegistrationToken's status. Credentials stay in
+/// [`Secret`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crt {
+    /// Namespace = management cluster id.
+    pub mgmt_id: String,
+    /// `status.manifestUrl` (may contain the literal `{token}`).
+    pub manifest_url: Secret,
+    /// `status.token` (empty in newer Rancher).
+    pub token: Secret,
+    /// `status.tokenSecretName` (newer Rancher).
+    pub token_secret_name: Option<String>,
+}
+
+/// Name of the Secret that holds the token in newer Rancher.
+pub const TOKEN_SECRET_NAME: &str = "crt-token-default-token";
+/// Placeholder newer Rancher leaves in the URLs.
+pub const TOKEN_PLACEHOLDER: &str = "{token}";
+
+/// The registration token of a management cluster, as far as it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    /// No token object (or no manifest URL) yet.
+    Missing,
+    /// Newer Rancher: the URL has the placeholder but the token Secret is not there yet.
+    WaitingSecret,
+    /// The manifest URL with the token filled in, and when it became known.
+    Ready(Secret, Instant),
+}
+
+/// Rancher settings the hub reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `agent-tls-mode` (`strict` / `system-store`), if set.
+    pub agent_tls_mode: Option<String>,
+    /// `cacerts` PEM (empty for a public CA).
+    pub cacerts: String,
+}
+
+/// Who holds a candidate cluster name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameUse {
+    /// No cluster of that name is known.
+    Free,
+    /// The cluster of that name belongs to this vCluster.
+    Ours,
+    /// Another vCluster (or an unlabelled object) holds the name.
+    Other,
+}
+
+/// The index. See the module docs.
+#[derive(Debug, Default)]
+pub struct Index {
+    prov: HashMap<String, ProvCluster>,
+    by_key: HashMap<VcKey, String>,
+    by_host: HashMap<String, HashSet<String>>,
+    mgmt_key: HashMap<String, VcKey>,
+    mgmt: HashMap<String, MgmtCluster>,
+    crt: HashMap<String, Crt>,
+    token_secrets: HashMap<String, Secret>,
+    /// When each management id's token became resolvable (latency metric, stable fp).
+    token_seen: HashMap<String, (Instant, Secret)>,
+    /// Keys whose provisioning cluster someone else deleted.
+    user_deleted: HashSet<VcKey>,
+    /// Keys whose provisioning cluster the hub is deleting.
+    deleting_by_us: HashSet<VcKey>,
+    /// Rancher settings.
+    pub settings: Settings,
+    /// Why owner bindings of a vCluster cannot be kept (owner sync), for its Status.
+    owner_problems: HashMap<VcKey, String>,
+    /// Provisioning clusters the vcluster-rancher-operator created and vclink has not
+    /// adopted yet: vCluster key → cluster name. Usually empty; fed by its own narrow
+    /// watch, so adopting needs no LIST per new vCluster.
+    legacy: HashMap<VcKey, String>,
+}
+
+impl Index {
+    // === clusters of the vcluster-rancher-operator ===
+
+    /// Records (or, with `key: None`, forgets) an operator cluster named `name`.
+    pub fn apply_legacy(&mut self, name: &str, key: Option<VcKey>) {
+        self.legacy.retain(|_, n| n != name);
+        if let Some(k) = key {
+            self.legacy.insert(k, name.to_string());
+        }
+    }
+
+    /// Replaces all operator clusters after a (re)list.
+    pub fn replace_legacy(&mut self, all: Vec<(String, Option<VcKey>)>) {
+        self.legacy = all.into_iter().filter_map(|(n, k)| Some((k?, n))).collect();
+    }
+
+    /// The not-yet-adopted operator cluster of `key`, if any.
+    pub fn legacy_cluster(&self, key: &VcKey) -> Option<&str> {
+        self.legacy.get(key).map(String::as_str)
+    }
+}
+
+impl Index {
+    // === provisioning clusters ===
+
+    /// Adds or updates a provisioning cluster; returns affected keys.
+    pub fn apply_prov(&mut self, p: ProvCluster) -> Vec<VcKey> {
+        let mut out = self.unlink_prov(&p.name);
+        if let Some(k) = &p.key {
+            if p.deleting && !self.deleting_by_us.contains(k) {
+                self.user_deleted.insert(k.clone());
+            } else if !p.deleting {
+                self.user_deleted.remove(k);
+            }
+            self.by_key.insert(k.clone(), p.name.clone());
+            self.by_host
+                .entry(k.host.clone())
+                .or_default()
+                .insert(k.uid.clone());
+            if let Some(m) = &p.mgmt_id {
+                self.mgmt_key.insert(m.clone(), k.clone());
+            }
+            out.push(k.clone());
+        }
+        self.prov.insert(p.name.clone(), p);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Applies a provisioning cluster returned by one of the hub's own writes, so the next
+    /// decision sees it before the watch event arrives. The watch stays the authority: a
+    /// response is not applied over the same object at an equal or newer version (nor
+    /// when versions are not numbers), because a slow writer would otherwise undo what
+    /// Rancher wrote meanwhile — e.g. `status.clusterName`, leaving the vCluster waiting
+    /// for an event that already came. Returns affected keys either way.
+    pub fn apply_prov_written(&mut self, p: ProvCluster) -> Vec<VcKey> {
+        if let Some(cur) = self.prov.get(&p.name)
+            && cur.uid == p.uid
+            && (cur.version >= p.version || p.version == 0)
+        {
+            return p.key.into_iter().collect();
+        }
+        self.apply_prov(p)
+    }
+
+    /// Removes a provisioning cluster (it is gone from the API); returns affected keys.
+    pub fn delete_prov(&mut self, name: &str) -> Vec<VcKey> {
+        let keys = self.unlink_prov(name);
+        for k in &keys {
+            if !self.deleting_by_us.remove(k) {
+                self.user_deleted.insert(k.clone());
+            }
+        }
+        self.prov.remove(name);
+        keys
+    }
+
+    /// Replaces all provisioning clusters after a (re)list: anything not listed is
+    /// treated as deleted.
+    pub fn replace_prov(&mut self, all: Vec<ProvCluster>) -> Vec<VcKey> {
+        let listed: HashSet<&str> = all.iter().map(|p| p.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .prov
+            .keys()
+            .filter(|n| !listed.contains(n.as_str()))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for n in gone {
+            out.extend(self.delete_prov(&n));
+        }
+        for p in all {
+            out.extend(self.apply_prov(p));
+        }
+        out
+    }
+
+    fn unlink_prov(&mut self, name: &str) -> Vec<VcKey> {
+        let Some(old) = self.prov.get(name) else {
+            return Vec::new();
+        };
+        let Some(k) = old.key.clone() else {
+            return Vec::new();
+        };
+        if self.by_key.get(&k).map(String::as_str) == Some(name) {
+            self.by_key.remove(&k);
+            if let Some(set) = self.by_host.get_mut(&k.host) {
+                set.remove(&k.uid);
+                if set.is_empty() {
+                    self.by_host.remove(&k.host);
+                }
+            }
+        }
+        if let Some(m) = &old.mgmt_id
+            && self.mgmt_key.get(m) == Some(&k)
+        {
+            self.mgmt_key.remove(m);
+        }
+        vec![k]
+    }
+
+    /// Every vCluster key that has a provisioning cluster.
+    pub fn keys(&self) -> impl Iterator<Item = &VcKey> {
+        self.by_key.keys()
+    }
+
+    /// Records (or clears) why the owner bindings of `key` cannot be kept; returns
+    /// whether that changed.
+    pub fn set_owner_problem(&mut self, key: &VcKey, problem: Option<String>) -> bool {
+        match problem {
+            Some(p) => self.owner_problems.insert(key.clone(), p.clone()) != Some(p),
+            None => self.owner_problems.remove(key).is_some(),
+        }
+    }
+
+    /// Why the owner bindings of `key` cannot be kept, if they cannot.
+    pub fn owner_problem(&self, key: &VcKey) -> Option<&str> {
+        self.owner_problems.get(key).map(String::as_str)
+    }
+
+    /// The provisioning cluster of a vCluster.
+    pub fn prov_for(&self, key: &VcKey) -> Option<&ProvCluster> {
+        self.by_key.get(key).and_then(|n| self.prov.get(n))
+    }
+
+    /// Service UIDs of the vClusters that have a provisioning cluster on `host`.
+    pub fn uids_of_host(&self, host: &str) -> impl Iterator<Item = &String> {
+        self.by_host.get(host).into_iter().flatten()
+    }
+
+    /// Whether `name` is free, ours (`key`), or someone else's.
+    pub fn name_use(&self, name: &str, key: &VcKey) -> NameUse {
+        match self.prov.get(name) {
+            None => NameUse::Free,
+            Some(p) if p.key.as_ref() == Some(key) => NameUse::Ours,
+            Some(_) => NameUse::Other,
+        }
+    }
+
+    /// Records that the hub is about to delete the cluster of `key` (so the watch's
+    /// delete event is not mistaken for a user's deletion).
+    pub fn mark_deleting_by_us(&mut self, key: &VcKey) {
+        self.deleting_by_us.insert(key.clone());
+    }
+
+    /// The hub's deletion failed: the next decision may delete again.
+    pub fn unmark_deleting_by_us(&mut self, key: &VcKey) {
+        self.deleting_by_us.remove(key);
+    }
+
+    /// Whether the hub is deleting the cluster of `key`.
+    pub fn is_deleting_by_us(&self, key: &VcKey) -> bool {
+        self.deleting_by_us.contains(key)
+    }
+
+    /// Whether someone other than the hub deleted the cluster of `key`.
+    pub fn is_user_deleted(&self, key: &VcKey) -> bool {
+        self.user_deleted.contains(key)
+    }
+
+    /// Forgets that the cluster of `key` was deleted by a user (the agent acknowledged).
+    pub fn clear_user_deleted(&mut self, key: &VcKey) {
+        self.user_deleted.remove(key);
+    }
+
+    // === management clusters ===
+
+    /// Adds or updates a management cluster; returns affected keys.
+    pub fn apply_mgmt(&mut self, m: MgmtCluster) -> Vec<VcKey> {
+        let out = self.mgmt_key.get(&m.id).cloned().into_iter().collect();
+        self.mgmt.insert(m.id.clone(), m);
+        out
+    }
+
+    /// Removes a management cluster; returns affected keys.
+    pub fn delete_mgmt(&mut self, id: &str) -> Vec<VcKey> {
+        self.mgmt.remove(id);
+        self.mgmt_key.get(id).cloned().into_iter().collect()
+    }
+
+    /// Replaces all management clusters after a (re)list.
+    pub fn replace_mgmt(&mut self, all: Vec<MgmtCluster>) -> Vec<VcKey> {
+        let old: Vec<String> = self.mgmt.keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in old {
+            out.extend(self.delete_mgmt(&id));
+        }
+        for m in all {
+            out.extend(self.apply_mgmt(m));
+        }
+        out
+    }
+
+    /// A management cluster by id.
+    pub fn mgmt(&self, id: &str) -> Option<&MgmtCluster> {
+        self.mgmt.get(id)
+    }
+
+    /// The vCluster a management cluster belongs to.
+    pub fn key_for_mgmt(&self, id: &str) -> Option<&VcKey> {
+        self.mgmt_key.get(id)
+    }
+
+    // === registration tokens ===
+
+    /// Adds or updates a token; returns affected keys.
+    pub fn apply_crt(&mut self, c: Crt, now: Instant) -> Vec<VcKey> {
+        let id = c.mgmt_id.clone();
+        self.crt.insert(id.clone(), c);
+        self.token_changed(&id, now)
+    }
+
+    /// Removes a token.
+    pub fn delete_crt(&mut self, mgmt_id: &str, now: Instant) -> Vec<VcKey> {
+        self.crt.remove(mgmt_id);
+        self.token_changed(mgmt_id, now)
+    }
+
+    /// Replaces all tokens after a (re)list.
+    pub fn replace_crt(&mut self, all: Vec<Crt>, now: Instant) -> Vec<VcKey> {
+        let mut ids: HashSet<String> = self.crt.keys().cloned().collect();
+        self.crt = all.into_iter().map(|c| (c.mgmt_id.clone(), c)).collect();
+        ids.extend(self.crt.keys().cloned());
+        ids.iter()
+            .flat_map(|id| self.token_changed(id, now))
+            .collect()
+    }
+
+    /// Adds or updates the token Secret of a management cluster.
+    pub fn apply_token_secret(&mut self, mgmt_id: &str, token: Secret, now: Instant) -> Vec<VcKey> {
+        self.token_secrets.insert(mgmt_id.to_string(), token);
+        self.token_changed(mgmt_id, now)
+    }
+
+    /// Removes the token Secret of a management cluster.
+    pub fn delete_token_secret(&mut self, mgmt_id: &str, now: Instant) -> Vec<VcKey> {
+        self.token_secrets.remove(mgmt_id);
+        self.token_changed(mgmt_id, now)
+    }
+
+    /// Replaces all token Secrets after a (re)list.
+    pub fn replace_token_secrets(
+        &mut self,
+        all: Vec<(String, Secret)>,
+        now: Instant,
+    ) -> Vec<VcKey> {
+        let mut ids: HashSet<String> = self.token_secrets.keys().cloned().collect();
+        self.token_secrets = all.into_iter().collect();
+        ids.extend(self.token_secrets.keys().cloned());
+        ids.iter()
+            .flat_map(|id| self.token_changed(id, now))
+            .collect()
+    }
+
+    fn token_changed(&mut self, mgmt_id: &str, now: Instant) -> Vec<VcKey> {
+        match resolve_token(self.crt.get(mgmt_id), self.token_secrets.get(mgmt_id)) {
+            Some(url) => {
+                let same = self.token_seen.get(mgmt_id).is_some_and(|(_, u)| *u == url);
+                if !same {
+                    self.token_seen.insert(mgmt_id.to_string(), (now, url));
+                }
+            }
+            None => {
+                self.token_seen.remove(mgmt_id);
+            }
+        }
+        self.mgmt_key.get(mgmt_id).cloned().into_iter().collect()
+    }
+
+    /// The registration token of a management cluster.
+    pub fn token(&self, mgmt_id: &str) -> TokenState {
+        if let Some((at, url)) = self.token_seen.get(mgmt_id) {
+            return TokenState::Ready(url.clone(), *at);
+        }
+        match self.crt.get(mgmt_id) {
+            Some(c)
+                if c.manifest_url.expose().contains(TOKEN_PLACEHOLDER) && c.token.is_empty() =>
+            {
+                TokenState::WaitingSecret
+            }
+            _ => TokenState::Missing,
+        }
+    }
+}
+
+/// Resolves the manifest URL: legacy Rancher carries the token in the URL; newer Rancher
+/// leaves `{token}` there and keeps the token in a Secret named by
+/// `status.tokenSecretName`.
+pub fn resolve_token(crt: Option<&Crt>, secret: Option<&Secret>) -> Option<Secret> {
+    let crt = crt?;
+    let url = crt.manifest_url.expose();
+    if url.is_empty() {
+        return None;
+    }
+    if !url.contains(TOKEN_PLACEHOLDER) {
+        return Some(crt.manifest_url.clone());
+    }
+    let token = if !crt.token.is_empty() {
+        crt.token.clone()
+    } else {
+        let named_ours = crt
+            .token_secret_name
+            .as_deref()
+            .is_none_or(|n| n == TOKEN_SECRET_NAME);
+        match secret {
+            Some(s) if named_ours && !s.is_empty() => s.clone(),
+            _ => return None,
+        }
+    };
+    Some(Secret::new(url.replace(TOKEN_PLACEHOLDER, token.expose())))
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

@@ -1,0 +1,22 @@
+//! The hub's pure core: no Kubernetes client, no gRPC server, no I/O, nothing else of
+//! this crate. What the hub knows (the [`index`] of Rancher objects, filed under
+//! [`keys::VcKey`]), what it decides from that ([`decide`]), the per-stream protocol
+//! state machine ([`session`]) and the scope rule an agent's messages must satisfy
+//! ([`scope`]), plus the retry delay ([`backoff`]). Every decision that can be wrong
+//! about ordering, scope or deletion safety is unit-tested here.
+//!
+//! - [`keys`]: `VcKey`, a vCluster's identity (host cluster id + Service UID).
+//! - [`index`]: the reduced Rancher objects and their lookups.
+//! - [`decide`]: what to do next for one vCluster.
+//! - [`session`]: validates one agent message and turns it into an `Effect`.
+//! - [`scope`]: an agent speaks only about its own host's vClusters.
+//! - [`backoff`]: exponential retry delay with optional jitter.
+
+pub mod backoff;
+pub mod decide;
+pub mod index;
+pub mod keys;
+pub mod scope;
+pub mod session;
+
+pub use keys::VcKey;

@@ -1,0 +1,163 @@
+//! Who writes owner CRTBs: the hub's Rancher user, impersonated (`--impersonate-user`).
+//!
+//! Rancher's webhook admits a CRTB only if its creator already holds every rule of the
+//! granted role template in that cluster (local RBAC plus the creator's own CRTBs there;
+//! no bypass). The hub creates each vCluster cluster as its Rancher user, so Rancher
+//! makes that user the cluster's owner through CRTB [`CREATOR_CRTB`]; CRTBs created as
+//! that user then pass the check in exactly the clusters the hub created, and the hub's
+//! ServiceAccount needs no rights of its own to bind roles (docs/rancher.md).
+//!
+//! The pure rules here: wait until the creator binding exists (the CRTB watch requeues
+//! the vCluster when it appears), never grant anything to the hub's own user, and
+//! leave a grant alone that another CRTB of the cluster already makes (Rancher 2.14+
+//! refuses such a duplicate with 409).
+
+use kube::Client;
+
+use super::desired::Desired;
+use super::model::{Binding, Subject};
+
+/// The CRTB Rancher creates for a cluster's creator, in the cluster's `c-m-` namespace.
+pub const CREATOR_CRTB: &str = "creator-cluster-owner";
+
+/// The Rancher user owner sync acts as, and a client impersonating it.
+#[derive(Clone)]
+pub struct Acting {
+    /// The Rancher User's name (`u-…` or the chart's `vclink-hub`).
+    pub user: String,
+    /// A client of the local cluster sending `Impersonate-User: <user>`.
+    pub client: Client,
+}
+
+/// Is `s` the hub's own user (by name or by its `local://` principal)?
+pub fn is_user(s: &Subject, user: &str) -> bool {
+    match s {
+        Subject::User { name, principal } => {
+            name == user || principal.strip_prefix("local://") == Some(user)
+        }
+        Subject::Group { .. } => false,
+    }
+}
+
+/// Has Rancher made `user` owner of the cluster whose CRTBs (not vclink's) are `foreign`?
+pub fn creator_is_owner<'a>(foreign: impl IntoIterator<Item = &'a Binding>, user: &str) -> bool {
+    foreign.into_iter().any(|b| {
+        b.name == CREATOR_CRTB
+            && !b.deleting
+            && b.role == "cluster-owner"
+            && b.subject.as_ref().is_some_and(|s| is_user(s, user))
+    })
+}
+
+/// Does another CRTB of the cluster already grant `d`'s role to `d`'s subject?
+pub fn granted_elsewhere<'a>(foreign: impl IntoIterator<Item = &'a Binding>, d: &Desired) -> bool {
+    foreign.into_iter().any(|b| {
+        !b.deleting
+            && b.role == d.role
+            && b.subject
+                .as_ref()
+                .is_some_and(|s| same_subject(s, &d.subject))
+    })
+}
+
+fn same_subject(a: &Subject, b: &Subject) -> bool {
+    let nonempty_eq = |x: &str, y: &str| !x.is_empty() && x == y;
+    match (a, b) {
+        (
+            Subject::User {
+                name: n1,
+                principal: p1,
+            },
+            Subject::User {
+                name: n2,
+                principal: p2,
+            },
+        )
+        | (
+            Subject::Group {
+                name: n1,
+                principal: p1,
+            },
+            Subject::Group {
+                name: n2,
+                principal: p2,
+            },
+        ) => nonempty_eq(n1, n2) || nonempty_eq(p1, p2),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Subject {
+        Subject::User {
+            name: name.into(),
+            principal: String::new(),
+        }
+    }
+
+    fn binding(name: &str, role: &str, subject: Subject) -> Binding {
+        Binding {
+            namespace: "c-m-vc000001".into(),
+            name: name.into(),
+            role: role.into(),
+            scope: "c-m-vc000001".into(),
+            subject: Some(subject),
+            deleting: false,
+        }
+    }
+
+    #[test]
+    fn the_hub_user_is_recognised_by_name_and_local_principal() {
+        assert!(is_user(&user("vclink-hub"), "vclink-hub"));
+        let by_principal = Subject::User {
+            name: String::new(),
+            principal: "local://vclink-hub".into(),
+        };
+        assert!(is_user(&by_principal, "vclink-hub"));
+        assert!(!is_user(&user("u-alice"), "vclink-hub"));
+        let group = Subject::Group {
+            name: "vclink-hub".into(),
+            principal: String::new(),
+        };
+        assert!(!is_user(&group, "vclink-hub"));
+    }
+
+    #[test]
+    fn creator_binding_must_name_the_hub_user() {
+        let ok = binding(CREATOR_CRTB, "cluster-owner", user("vclink-hub"));
+        assert!(creator_is_owner([&ok], "vclink-hub"));
+        let someone_else = binding(CREATOR_CRTB, "cluster-owner", user("u-admin"));
+        assert!(!creator_is_owner([&someone_else], "vclink-hub"));
+        let other_name = binding("x", "cluster-owner", user("vclink-hub"));
+        assert!(!creator_is_owner([&other_name], "vclink-hub"));
+        let mut going = ok.clone();
+        going.deleting = true;
+        assert!(!creator_is_owner([&going], "vclink-hub"));
+        assert!(!creator_is_owner([], "vclink-hub"));
+    }
+
+    #[test]
+    fn an_equivalent_grant_is_recognised() {
+        let d = Desired {
+            name: "vco-x".into(),
+            role: "cluster-owner".into(),
+            subject: user("u-alice"),
+            parents: vec![],
+        };
+        assert!(granted_elsewhere(
+            [&binding("by-hand", "cluster-owner", user("u-alice"))],
+            &d
+        ));
+        assert!(!granted_elsewhere(
+            [&binding("by-hand", "cluster-member", user("u-alice"))],
+            &d
+        ));
+        assert!(!granted_elsewhere(
+            [&binding("by-hand", "cluster-owner", user("u-bob"))],
+            &d
+        ));
+    }
+}

@@ -1,0 +1,242 @@
+//! The provisioning-cluster writes as a small seam, [`ProvClusters`], and its
+//! kube-backed implementation [`KubeProvClusters`]. The adapter only talks to the API
+//! server (through the client-side rate limiter, each call counted by verb) and reduces
+//! what comes back; which name to try, whether a conflict is ours and what to adopt is
+//! decided by the controller's `ensure` (in the `clusters` folder), which a test drives
+//! against an in-memory fake.
+
+use async_trait::async_trait;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::json;
+use vclink_proto::keys::*;
+use vclink_proto::ratelimit::RateLimiter;
+use vclink_proto::v1::VCluster;
+
+use super::{Kind, parse_prov};
+use crate::core::index::{ProvCluster, VcKey};
+
+/// The calls the provisioning-cluster controller makes. Errors are the API server's,
+/// unchanged (the caller tells a 409 or 404 from a failure).
+#[async_trait]
+pub trait ProvClusters: Send + Sync + 'static {
+    /// Creates the provisioning cluster `name` for the vCluster; returns it as written.
+    async fn create(
+        &self,
+        name: &str,
+        key: &VcKey,
+        vc: &VCluster,
+    ) -> Result<ProvCluster, kube::Error>;
+    /// Reads the provisioning cluster `name`.
+    async fn get(&self, name: &str) -> Result<ProvCluster, kube::Error>;
+    /// Puts the vCluster's labels on the existing provisioning cluster `name` (adoption).
+    async fn label(
+        &self,
+        name: &str,
+        key: &VcKey,
+        vc: &VCluster,
+    ) -> Result<ProvCluster, kube::Error>;
+    /// Puts the vCluster's labels on the management cluster `id`, the source of truth
+    /// for labels after creation.
+    async fn label_mgmt(&self, id: &str, key: &VcKey, vc: &VCluster) -> Result<(), kube::Error>;
+    /// Deletes the provisioning cluster `name` if its UID still is `uid`.
+    async fn delete(&self, name: &str, uid: String) -> Result<(), kube::Error>;
+}
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// [`ProvClusters`] against the local cluster.
+pub struct KubeProvClusters {
+    prov: Api<DynamicObject>,
+    /// Where creates go: `prov`, or the same resource through a client impersonating the
+    /// hub's Rancher user ([`KubeProvClusters::creating_as`]).
+    creator: Api<DynamicObject>,
+    /// Creates carry `field.cattle.io/no-creator-rbac` (no Rancher user creates them).
+    no_creator_rbac: bool,
+    mgmt: Api<DynamicObject>,
+    workspace: String,
+    limiter: RateLimiter,
+    requests: Family<Labels, Counter>,
+}
+
+impl KubeProvClusters {
+    /// Clients for the workspace's provisioning clusters and the management clusters;
+    /// every call waits for `limiter` and is counted in `requests{verb}`.
+    pub fn new(
+        client: Client,
+        workspace: &str,
+        limiter: RateLimiter,
+        requests: Family<Labels, Counter>,
+    ) -> Self {
+        let prov = Kind::ProvCluster.namespaced(client.clone(), workspace);
+        Self {
+            creator: prov.clone(),
+            prov,
+            no_creator_rbac: true,
+            mgmt: Kind::MgmtCluster.all(client),
+            workspace: workspace.to_string(),
+            limiter,
+            requests,
+        }
+    }
+
+    /// Creates clusters through `as_user`, a client impersonating the hub's Rancher user,
+    /// and without `no-creator-rbac`: Rancher's webhook then records that user as
+    /// creator and Rancher makes it cluster owner (CRTB `creator-cluster-owner`), which
+    /// is what lets owner sync create owner CRTBs there (docs/rancher.md).
+    pub fn creating_as(mut self, as_user: Client) -> Self {
+        self.creator = Kind::ProvCluster.namespaced(as_user, &self.workspace);
+        self.no_creator_rbac = false;
+        self
+    }
+
+    async fn call(&self, verb: &'static str) {
+        self.limiter.until_ready().await;
+        self.requests.get_or_create(&[("verb", verb)]).inc();
+    }
+}
+
+#[async_trait]
+impl ProvClusters for KubeProvClusters {
+    async fn create(
+        &self,
+        name: &str,
+        key: &VcKey,
+        vc: &VCluster,
+    ) -> Result<ProvCluster, kube::Error> {
+        self.call("create").await;
+        let o = build_cluster(name, &self.workspace, key, vc, self.no_creator_rbac);
+        Ok(parse_prov(
+            &self.creator.create(&PostParams::default(), &o).await?,
+        ))
+    }
+
+    async fn get(&self, name: &str) -> Result<ProvCluster, kube::Error> {
+        self.call("get").await;
+        Ok(parse_prov(&self.prov.get(name).await?))
+    }
+
+    async fn label(
+        &self,
+        name: &str,
+        key: &VcKey,
+        vc: &VCluster,
+    ) -> Result<ProvCluster, kube::Error> {
+        let patch = json!({ "metadata": { "labels": our_labels(key, vc) } });
+        self.call("patch").await;
+        let patched = self
+            .prov
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(parse_prov(&patched))
+    }
+
+    async fn label_mgmt(&self, id: &str, key: &VcKey, vc: &VCluster) -> Result<(), kube::Error> {
+        let patch = json!({ "metadata": { "labels": our_labels(key, vc) } });
+        self.call("patch").await;
+        self.mgmt
+            .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str, uid: String) -> Result<(), kube::Error> {
+        self.call("delete").await;
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        self.prov.delete(name, &dp).await.map(|_| ())
+    }
+}
+
+/// Labels that tie a provisioning cluster to its vCluster.
+fn our_labels(key: &VcKey, vc: &VCluster) -> serde_json::Map<String, serde_json::Value> {
+    let mut l = serde_json::Map::new();
+    l.insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+    l.insert(LABEL_HOST_CLUSTER.into(), key.host.clone().into());
+    l.insert(LABEL_SERVICE_UID.into(), key.uid.clone().into());
+    l.insert(LABEL_NAMESPACE.into(), vc.namespace.clone().into());
+    l.insert(LABEL_NAME.into(), vc.name.clone().into());
+    l.insert(LABEL_VCLUSTER.into(), "true".into());
+    if let Some((_, p)) = vc.project_id.split_once(':') {
+        l.insert(LABEL_PROJECT.into(), p.into());
+    }
+    l
+}
+
+/// The provisioning cluster object for a vCluster (imported: no rkeConfig). With
+/// `no_creator_rbac` (the hub's ServiceAccount creates it, which is no Rancher user)
+/// Rancher is told not to make the creator an owner; without, the creator is the
+/// hub's impersonated Rancher user and becomes owner.
+fn build_cluster(
+    name: &str,
+    workspace: &str,
+    key: &VcKey,
+    vc: &VCluster,
+    no_creator_rbac: bool,
+) -> DynamicObject {
+    let mut o = json!({
+        "apiVersion": "provisioning.cattle.io/v1",
+        "kind": "Cluster",
+        "metadata": {
+            "name": name,
+            "namespace": workspace,
+            "labels": our_labels(key, vc),
+            "annotations": {
+                "rancher.io/imported-cluster-version-management": "false",
+                "field.cattle.io/description": format!("vCluster {}/{} on {}", vc.namespace, vc.name, key.host),
+            },
+        },
+        "spec": {},
+    });
+    if no_creator_rbac {
+        o["metadata"]["annotations"]["field.cattle.io/no-creator-rbac"] = json!("true");
+    }
+    serde_json::from_value(o)
+        .unwrap_or_else(|_| DynamicObject::new(name, &Kind::ProvCluster.resource()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rancher::key_from_labels;
+
+    #[test]
+    fn cluster_object_carries_labels_and_annotations() {
+        let key = VcKey::new("c-m-host0001", "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d");
+        let vc = VCluster {
+            uid: key.uid.clone(),
+            namespace: "team-a".into(),
+            name: "vc1".into(),
+            project_id: "c-m-host0001:p-xk2lm".into(),
+            ..Default::default()
+        };
+        let as_user = build_cluster("c-m-host0001-team-a-vc1", "fleet-default", &key, &vc, false);
+        let a = as_user.metadata.annotations.unwrap();
+        assert!(!a.contains_key("field.cattle.io/no-creator-rbac"));
+        assert!(
+            !a.contains_key("field.cattle.io/creatorId"),
+            "the webhook sets it"
+        );
+        let o = build_cluster("c-m-host0001-team-a-vc1", "fleet-default", &key, &vc, true);
+        assert_eq!(key_from_labels(&o), Some(key.clone()));
+        let l = o.metadata.labels.unwrap();
+        assert_eq!(l[LABEL_PROJECT], "p-xk2lm");
+        assert_eq!(l[LABEL_VCLUSTER], "true");
+        assert_eq!(l[LABEL_MANAGED_BY], "vclink");
+        let a = o.metadata.annotations.unwrap();
+        assert_eq!(a["field.cattle.io/no-creator-rbac"], "true");
+        assert_eq!(a["rancher.io/imported-cluster-version-management"], "false");
+        assert_eq!(
+            a["field.cattle.io/description"],
+            "vCluster team-a/vc1 on c-m-host0001"
+        );
+        assert_eq!(o.metadata.namespace.as_deref(), Some("fleet-default"));
+    }
+}
