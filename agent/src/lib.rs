@@ -24,21 +24,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use config::{Cli, Command, LogFormat, RunArgs};
 
-/// Capacity of the queues between the agent's tasks.
-const QUEUE: usize = 256;
-
 /// Sets up logging to stderr (`RUST_LOG` filters, default `info`), coloured only when
 /// stderr is a terminal so piped and collected logs carry no escape codes.
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's client logs every failed request at ERROR before returning it; the agent
+    // logs the same failure once with its context, so kube's copy is off unless asked for.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"))
+        && let Ok(d) = "kube_client::client::builder=off".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -53,8 +56,18 @@ fn init_tracing(format: LogFormat) {
 /// already quotes (a `{0}`-formatted source) is not repeated, and line breaks inside a
 /// message become spaces.
 pub fn one_line(e: &anyhow::Error) -> String {
+    chain_line(e.chain())
+}
+
+/// [`one_line`] for any error: kube's "client error (Connect)" becomes
+/// "... client error (Connect): tcp connect error: Connection refused (os error 111)".
+pub(crate) fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    chain_line(std::iter::successors(Some(e), |e| e.source()))
+}
+
+fn chain_line<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
     let mut out = String::new();
-    for cause in e.chain() {
+    for cause in chain {
         let text = cause
             .to_string()
             .split_whitespace()
@@ -217,9 +230,10 @@ pub fn spawn_cluster_tasks(
     } = settings;
     let limiter = ratelimit::RateLimiter::new(kube_qps, kube_burst);
     let (catalog_tx, catalog_rx) = watch::channel();
-    let (records_tx, records_rx) = mpsc::channel(QUEUE);
-    let (reg_tx, reg_rx) = mpsc::channel(QUEUE);
-    let (progress_tx, progress_rx) = mpsc::channel(QUEUE);
+    // Latest-wins per vCluster: the link never waits on the writers.
+    let (records_tx, records_rx) = link::latest::channel(link::MAX_PENDING);
+    let (reg_tx, reg_rx) = link::latest::channel(link::MAX_PENDING);
+    let (progress_tx, progress_rx) = link::latest::channel(link::MAX_PENDING);
     tasks.spawn(watch::run(
         client.clone(),
         namespace_selector,
@@ -267,6 +281,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The error names the file and the fix itself.
     link::read_token(&args.token_file)?;
     let kube_config = kube_config().await?;
+    let kube_api = kube_config.cluster_url.to_string();
     let client =
         kube::Client::try_from(kube_config).context("cannot build the Kubernetes client")?;
     let instance = std::env::var("HOSTNAME")
@@ -305,7 +320,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     }
-    info!(hub = %args.hub_url, cluster_id = %args.cluster_id, version = env!("CARGO_PKG_VERSION"), "vclink agent started");
+    info!(hub = %args.hub_url, cluster_id = %args.cluster_id, %kube_api, version = env!("CARGO_PKG_VERSION"), "vclink agent started");
 
     // Any task ending on its own (other than on shutdown) is a bug: stop everything.
     tokio::select! {

@@ -17,7 +17,7 @@ use kube::api::ListParams;
 use vclink_proto::keys;
 
 use crate::config::StatusArgs;
-use crate::record::plan::state;
+use crate::record::ops::state;
 
 /// Label selector of the agent's Pods (the chart's selector labels).
 pub const AGENT_POD_SELECTOR: &str = "app.kubernetes.io/name=vclink-agent";

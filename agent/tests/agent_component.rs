@@ -166,14 +166,13 @@ async fn watches_record_and_run_registration_jobs() {
 
     // Recorder → annotations + Event.
     records_tx
-        .send(RecordOp::Status {
+        .push(RecordOp::Status {
             uid: uid.clone(),
             state: State::Connected,
             message: String::new(),
             rancher_cluster_id: "c-m-xyz12345".into(),
             cluster_name: "host-team-a-vc1".into(),
         })
-        .await
         .expect("send");
     let svcs: Api<Service> = Api::namespaced(client.clone(), "team-a");
     eventually(20, "state annotations on the Service", || {
@@ -219,7 +218,7 @@ async fn watches_record_and_run_registration_jobs() {
         ca_certs: String::new(),
     };
     for _ in 0..2 {
-        reg_tx.send(reg.clone()).await.expect("send");
+        reg_tx.push(reg.clone()).expect("send");
         let p = tokio::time::timeout(Duration::from_secs(20), progress_rx.recv())
             .await
             .expect("progress in time")

@@ -349,14 +349,13 @@ async fn exclusion_is_not_removal_and_only_own_jobs_count() {
 
     // 6. The victim is connected to Rancher cluster c-m-aaaa1111.
     records_tx
-        .send(RecordOp::Status {
+        .push(RecordOp::Status {
             uid: victim.clone(),
             state: State::Connected,
             message: String::new(),
             rancher_cluster_id: "c-m-aaaa1111".into(),
             cluster_name: "host-team-a-victim".into(),
         })
-        .await
         .expect("send");
     let before = annotations_where(&a, "victim", "victim connected", |x| {
         x.get(keys::ANNOTATION_STATE).map(String::as_str) == Some("connected")
@@ -364,7 +363,7 @@ async fn exclusion_is_not_removal_and_only_own_jobs_count() {
     .await;
     // 7. A Register pointing the connected victim at another Rancher cluster: refused.
     reg_tx
-        .send(Registration {
+        .push(Registration {
             uid: victim.clone(),
             rancher_cluster_id: "c-m-bbbb2222".into(),
             cluster_name: "forged".into(),
@@ -374,7 +373,6 @@ async fn exclusion_is_not_removal_and_only_own_jobs_count() {
             tls_mode: TlsMode::Strict,
             ca_certs: String::new(),
         })
-        .await
         .expect("send");
     let p = tokio::time::timeout(Duration::from_secs(60), progress_rx.recv())
         .await

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
-use vclink_agent::link::{LinkChannels, LinkConfig};
+use vclink_agent::link::{LinkChannels, LinkConfig, latest};
 use vclink_agent::tls::Trust;
 use vclink_agent::watch::Catalog;
 use vclink_proto::v1::agent_message::Msg;
@@ -128,9 +128,9 @@ async fn link_speaks_the_protocol() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "test-token\n").expect("token");
     let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();
-    let (reg_tx, mut reg_rx) = mpsc::channel(4);
-    let (records_tx, _records_rx) = mpsc::channel(4);
-    let (progress_tx, progress_rx) = mpsc::channel(4);
+    let (reg_tx, mut reg_rx) = latest::channel(16);
+    let (records_tx, _records_rx) = latest::channel(16);
+    let (progress_tx, progress_rx) = latest::channel(16);
     let cancel = CancellationToken::new();
     let cfg = LinkConfig {
         hub_url: format!("https://localhost:{port}"),
@@ -183,13 +183,12 @@ async fn link_speaks_the_protocol() {
     assert_eq!(r.uid, vc(1).uid);
 
     progress_tx
-        .send(RegistrationProgress {
+        .push(RegistrationProgress {
             uid: vc(2).uid,
             phase: 1,
             message: String::new(),
             rancher_cluster_id: "c-m-x".into(),
         })
-        .await
         .expect("progress");
     let Msg::Progress(p) = next_non_heartbeat(&mut seen).await else {
         panic!("expected Progress")

@@ -93,9 +93,33 @@ pub struct Args {
     #[arg(long, env = "VCLINK_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
 
+    /// Address of a plaintext listener serving only grpc.health.v1, for Kubernetes gRPC
+    /// probes (which cannot speak TLS), e.g. 0.0.0.0:8081 (off when unset; the TLS
+    /// listener serves it too).
+    #[arg(long, env = "VCLINK_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Fleet workspace namespace the provisioning clusters are created in.
     #[arg(long, env = "VCLINK_FLEET_WORKSPACE", default_value = "fleet-default")]
     pub fleet_workspace: String,
+
+    /// Namespace of the Secret `vclink-hub-proof-key`, the key the hub signs the clusters
+    /// it makes with (created once, read at every start; default: the namespace of the
+    /// in-cluster ServiceAccount or the kubeconfig's context).
+    #[arg(long, env = "VCLINK_PROOF_KEY_NAMESPACE")]
+    pub proof_key_namespace: Option<String>,
+
+    /// Adopt the clusters the vcluster-rancher-operator made (loft.sh/* labels) when
+    /// their `field.cattle.io/creatorId` is this Rancher user (the one the operator runs
+    /// as, usually `vcluster-rancher-operator`), their host label names the reporting
+    /// agent's cluster and that agent reports their Service UID. Empty: never adopt.
+    #[arg(
+        long,
+        env = "VCLINK_ADOPT_OPERATOR_CLUSTERS_CREATED_BY",
+        value_name = "RANCHER_USER",
+        default_value = ""
+    )]
+    pub adopt_operator_clusters_created_by: String,
 
     /// How agents verify Rancher when fetching the import manifest; `auto` reads Rancher's
     /// `agent-tls-mode` and `cacerts` settings.
@@ -117,12 +141,33 @@ pub struct Args {
     #[arg(long, env = "VCLINK_HEARTBEAT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub heartbeat_seconds: u32,
 
-    /// Most vClusters one agent may report; more closes its stream with RESOURCE_EXHAUSTED.
+    /// Most vClusters to import one agent may report (excluded ones do not count); each
+    /// one over it is refused on its own (Status ERROR on its Service, metric
+    /// `vclink_hub_vcluster_refusals_total`), never its whole host.
     #[arg(long, env = "VCLINK_MAX_VCLUSTERS_PER_AGENT", default_value_t = vclink_proto::limits::DEFAULT_MAX_VCLUSTERS_PER_AGENT)]
     pub max_vclusters_per_agent: usize,
 
+    /// Most vClusters to import in one namespace of a host; each one over it is refused
+    /// on its own, like --max-vclusters-per-agent.
+    #[arg(long, env = "VCLINK_MAX_VCLUSTERS_PER_NAMESPACE", default_value_t = 50)]
+    pub max_vclusters_per_namespace: usize,
+
+    /// Which Rancher clusters may run an agent the hub serves: `key=value`, a label of
+    /// the management cluster (the label that also makes Fleet deploy the agent). Other
+    /// clusters are refused with PERMISSION_DENIED naming the label; a stream is closed
+    /// when its cluster loses the label.
+    #[arg(long, env = "VCLINK_HOST_SELECTOR", default_value = "vclink.io/agent=enabled", value_parser = HostSelector::parse)]
+    pub host_selector: HostSelector,
+
+    /// Also serve agents in Rancher clusters vclink itself created for a vCluster (nested
+    /// vClusters), each of which must then carry `vclink.io/nested-import=enabled` too.
+    /// Off by default because the owner of a Rancher cluster can edit its labels: with
+    /// the label alone, every tenant could turn their vCluster into a host.
+    #[arg(long, env = "VCLINK_ALLOW_NESTED_HOSTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_nested_hosts: bool,
+
     /// Client-side rate limit of the hub's Kubernetes API writes (requests per second).
-    #[arg(long, env = "VCLINK_KUBE_QPS", default_value_t = 50.0)]
+    #[arg(long, env = "VCLINK_KUBE_QPS", default_value_t = 50.0, value_parser = parse_qps)]
     pub kube_qps: f64,
 
     /// Burst allowed above --kube-qps.
@@ -234,12 +279,70 @@ pub struct Args {
 
     /// TokenReviews per second the hub sends to Rancher at most; more agents connecting
     /// at once are told to retry (UNAVAILABLE).
-    #[arg(long, env = "VCLINK_RANCHER_QPS", default_value_t = 20.0)]
+    #[arg(long, env = "VCLINK_RANCHER_QPS", default_value_t = 20.0, value_parser = parse_qps)]
     pub rancher_qps: f64,
 
     /// Burst above --rancher-qps.
     #[arg(long, env = "VCLINK_RANCHER_BURST", default_value_t = 50)]
     pub rancher_burst: u32,
+
+    /// Share of the TokenReview budget (--rancher-qps/--rancher-burst) kept for clusters
+    /// whose agent verified within the last hour, so reconnecting agents get in while
+    /// unknown clients flood the rest.
+    #[arg(long, env = "VCLINK_TOKENREVIEW_RESERVED_SHARE", default_value_t = 0.5, value_parser = parse_share)]
+    pub tokenreview_reserved_share: f64,
+
+    /// TokenReviews per second one client IP may cause from the unreserved budget.
+    #[arg(long, env = "VCLINK_TOKENREVIEW_PEER_QPS", default_value_t = 2.0, value_parser = parse_qps)]
+    pub tokenreview_peer_qps: f64,
+
+    /// Burst above --tokenreview-peer-qps.
+    #[arg(long, env = "VCLINK_TOKENREVIEW_PEER_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub tokenreview_peer_burst: u32,
+
+    /// How long a refused token (per cluster) is refused again without a TokenReview;
+    /// 0 disables the negative cache.
+    #[arg(long, env = "VCLINK_TOKENREVIEW_NEGATIVE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub tokenreview_negative_ttl: Duration,
+
+    /// Most agent streams open at once that have not yet been authenticated (waiting
+    /// for Hello or its TokenReview); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VCLINK_MAX_UNAUTHENTICATED_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_unauthenticated_streams: u32,
+
+    /// Most TLS handshakes in progress at once; connections beyond are closed at once.
+    #[arg(long, env = "VCLINK_MAX_TLS_HANDSHAKES", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_tls_handshakes: u32,
+
+    /// Longest a TLS handshake may take.
+    #[arg(long, env = "VCLINK_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// Most gRPC connections open at once (authenticated or not); more are closed at once.
+    #[arg(long, env = "VCLINK_MAX_CONNECTIONS", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most concurrent HTTP/2 streams per connection (an agent uses one).
+    #[arg(long, env = "VCLINK_MAX_STREAMS_PER_CONNECTION", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_streams_per_connection: u32,
+
+    /// Largest first message (Hello) accepted before the agent is authenticated, bytes.
+    #[arg(long, env = "VCLINK_HELLO_MAX_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    pub hello_max_bytes: u32,
+
+    /// After this many streams of one connection failed before authentication, the
+    /// connection itself is closed.
+    #[arg(long, env = "VCLINK_PREAUTH_FAILURES_PER_CONNECTION", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub preauth_failures_per_connection: u32,
+
+    /// Most agent connections a standby forwards to the leader at once; more are closed.
+    #[arg(long, env = "VCLINK_FORWARD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub forward_max_connections: u32,
+
+    /// A forwarded connection with no bytes either way for this long is closed (the
+    /// hub's HTTP/2 keepalive pings every 30 s, so live streams never idle that long).
+    #[arg(long, env = "VCLINK_FORWARD_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub forward_idle_timeout: Duration,
 
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "VCLINK_LOG_FORMAT", value_enum, default_value = "text")]
@@ -293,6 +396,32 @@ pub struct Args {
 }
 
 impl Args {
+    /// Checks what one flag's parser cannot: combinations and non-zero durations. Run
+    /// at start; the error names the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls_handshake_timeout.is_zero()
+            || self.tls_handshake_timeout > Duration::from_secs(60)
+        {
+            return Err("--tls-handshake-timeout must be between 1ms and 60s".into());
+        }
+        if self.forward_idle_timeout < Duration::from_secs(40) {
+            return Err(
+                "--forward-idle-timeout must be at least 40s (the hub's HTTP/2 keepalive pings every 30s)".into(),
+            );
+        }
+        if self.tokenreview_negative_ttl > Duration::from_secs(600) {
+            return Err("--tokenreview-negative-ttl must be at most 10m".into());
+        }
+        if self.leader_election {
+            leader_timings(
+                self.leader_election_lease_duration,
+                self.leader_election_renew_deadline,
+                self.leader_election_retry_period,
+            )?;
+        }
+        Ok(())
+    }
+
     /// The Rancher user the hub acts as for cluster and owner-CRTB writes:
     /// --impersonate-user, else --rancher-user; `None` when both are unset or empty.
     pub fn acting_user(&self) -> Option<&str> {
@@ -300,6 +429,98 @@ impl Args {
             .as_deref()
             .or(self.rancher_user.as_deref())
             .filter(|u| !u.is_empty())
+    }
+}
+
+/// Leader-election timings: 0 < retry < renew deadline, and renew deadline + retry
+/// period < lease duration. A leader notices a failed renewal only at its next retry,
+/// so it may write until renew deadline + retry period after its last renewal; a
+/// standby takes over after the lease duration. Anything else lets two replicas write.
+pub fn leader_timings(lease: Duration, renew: Duration, retry: Duration) -> Result<(), String> {
+    if retry.is_zero() || renew <= retry || lease < Duration::from_secs(1) {
+        return Err(format!(
+            "leader election timings must satisfy 0 < --leader-election-retry-period ({retry:?}) \
+             < --leader-election-renew-deadline ({renew:?}), --leader-election-lease-duration \
+             ({lease:?}) at least 1s"
+        ));
+    }
+    if renew.saturating_add(retry) >= lease {
+        return Err(format!(
+            "--leader-election-renew-deadline ({renew:?}) + --leader-election-retry-period \
+             ({retry:?}) must be shorter than --leader-election-lease-duration ({lease:?}): \
+             otherwise a leader that lost the lease may still write after a standby took over"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a rate limit in requests per second, 0.1 to 10,000.
+pub fn parse_qps(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {s:?}"))?;
+    if !(0.1..=10_000.0).contains(&v) {
+        return Err(format!(
+            "{s} is out of range: use 0.1 to 10000 (requests per second)"
+        ));
+    }
+    Ok(v)
+}
+
+/// Parses a share between 0 and 0.9.
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {s:?}"))?;
+    if !(0.0..=0.9).contains(&v) {
+        return Err(format!("{s} is out of range: use 0 to 0.9"));
+    }
+    Ok(v)
+}
+
+/// `--host-selector`: one label, `key=value`, a Rancher cluster must carry to host an
+/// agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSelector {
+    /// Label key.
+    pub key: String,
+    /// Label value.
+    pub value: String,
+}
+
+impl Default for HostSelector {
+    fn default() -> Self {
+        Self {
+            key: "vclink.io/agent".into(),
+            value: "enabled".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for HostSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+impl HostSelector {
+    /// Parses `key=value` (both non-empty, no spaces).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("not a label selector {s:?}: use key=value, e.g. vclink.io/agent=enabled");
+        let (k, v) = s.trim().split_once('=').ok_or_else(bad)?;
+        let ok = |t: &str| {
+            !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || c == '=' || c == ',')
+        };
+        if !ok(k) || !ok(v) {
+            return Err(bad());
+        }
+        Ok(Self {
+            key: k.to_string(),
+            value: v.to_string(),
+        })
     }
 }
 
@@ -353,6 +574,76 @@ mod tests {
         assert_eq!(a.agent_service_account, "vclink-system/vclink-agent");
         assert_eq!(a.owner_sync, OwnerSyncMode::Enabled);
         assert_eq!(a.owner_role_mapping, None);
+        assert_eq!(a.max_vclusters_per_namespace, 50);
+        assert_eq!(a.host_selector.to_string(), "vclink.io/agent=enabled");
+        assert!(!a.allow_nested_hosts);
+        assert!(HostSelector::parse("a=b").is_ok());
+        assert!(HostSelector::parse("vclink.io/agent").is_err());
+        assert!(HostSelector::parse("=x").is_err());
+        assert!(HostSelector::parse("a=b,c=d").is_err());
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut v = vec!["vclink-hub", "--tls-cert-file", "c", "--tls-key-file", "k"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v)
+    }
+
+    #[test]
+    fn qps_is_bounded_and_a_tiny_value_is_a_clear_error() {
+        let e = parse(&["--kube-qps", "1e-20"]).unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+        assert!(parse(&["--rancher-qps", "NaN"]).is_err());
+        assert!(parse(&["--rancher-qps", "inf"]).is_err());
+        assert!(parse(&["--kube-qps", "10001"]).is_err());
+        assert_eq!(parse(&["--kube-qps", "0.1"]).unwrap().kube_qps, 0.1);
+    }
+
+    #[test]
+    fn the_defaults_validate_and_bad_combinations_do_not() {
+        let a = parse(&["--leader-election"]).unwrap();
+        assert_eq!(a.validate(), Ok(()));
+        assert_eq!(a.max_unauthenticated_streams, 256);
+        assert_eq!(a.max_streams_per_connection, 4);
+        let a = parse(&[
+            "--leader-election",
+            "--leader-election-lease-duration",
+            "15s",
+            "--leader-election-renew-deadline",
+            "13s",
+            "--leader-election-retry-period",
+            "2s",
+        ])
+        .unwrap();
+        let e = a.validate().unwrap_err();
+        assert!(
+            e.contains("--leader-election-renew-deadline")
+                && e.contains("--leader-election-retry-period"),
+            "{e}"
+        );
+        assert!(
+            parse(&["--forward-idle-timeout", "10s"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        assert!(
+            parse(&["--tls-handshake-timeout", "0s"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        assert!(parse(&["--max-unauthenticated-streams", "0"]).is_err());
+        assert!(parse(&["--hello-max-bytes", "10"]).is_err());
+    }
+
+    #[test]
+    fn leader_timings_need_room_for_one_retry() {
+        let s = Duration::from_secs;
+        assert!(leader_timings(s(15), s(10), s(2)).is_ok());
+        assert!(leader_timings(s(12), s(10), s(2)).is_err(), "10 + 2 = 12");
+        assert!(leader_timings(s(15), s(2), s(2)).is_err());
+        assert!(leader_timings(s(15), s(10), Duration::ZERO).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn respond_leader(hub: &Hub, path: &str) -> (StatusCode, String) {
     match path {
         "/metrics" => {
             hub.refresh_gauges();
+            crate::clusters::warn::refresh_gauge(hub);
             (StatusCode::OK, hub.metrics.encode())
         }
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),

@@ -30,6 +30,7 @@ use kube::api::PostParams;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use vclink_proto::ratelimit::Fence;
 
 use crate::config::Args;
 
@@ -62,12 +63,7 @@ impl LeaderConfig {
             args.leader_election_renew_deadline,
             args.leader_election_retry_period,
         );
-        if p.is_zero() || r <= p || d <= r || d.as_secs() < 1 {
-            anyhow::bail!(
-                "leader election timings must satisfy 0 < retry period ({p:?}) < renew deadline \
-                 ({r:?}) < lease duration ({d:?}), lease duration at least 1s"
-            );
-        }
+        crate::config::leader_timings(d, r, p).map_err(anyhow::Error::msg)?;
         let base = args
             .pod_name
             .clone()
@@ -135,6 +131,9 @@ pub struct Elector {
     observed: Option<(Record, Instant)>,
     /// Holder seen by the last failed attempt (for status and logs).
     pub holder: Option<String>,
+    /// Whether this replica may write: held for the renew deadline after each renewal
+    /// (measured from before the request), closed on loss or release.
+    fence: Fence,
 }
 
 impl Elector {
@@ -145,7 +144,13 @@ impl Elector {
             cfg,
             observed: None,
             holder: None,
+            fence: Fence::closed(),
         }
+    }
+
+    /// The write fence the leader's writers check (see [`Fence`]).
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     pub fn config(&self) -> &LeaderConfig {
@@ -161,8 +166,10 @@ impl Elector {
     pub async fn acquire(&mut self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
         let mut logged_holder: Option<String> = None;
         loop {
+            let started = Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
+                    self.fence.extend_until(started + self.cfg.renew_deadline);
                     tracing::info!(lease = %self.lease_ref(), identity = %self.cfg.identity, "acquired the leader lease; serving");
                     return Ok(true);
                 }
@@ -198,8 +205,12 @@ impl Elector {
                 .renew_deadline
                 .saturating_sub(last_renewed.elapsed())
                 .max(Duration::from_millis(100));
+            let started = Instant::now();
             let lost = match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
                 Ok(Ok(true)) => {
+                    // A standby takes over no earlier than the lease duration after it
+                    // saw this renewal, which it saw after `started`.
+                    self.fence.extend_until(started + self.cfg.renew_deadline);
                     last_renewed = Instant::now();
                     continue;
                 }
@@ -222,6 +233,7 @@ impl Elector {
                 Err(_) => None,
             };
             if let Some(reason) = lost {
+                self.fence.close();
                 work.cancel();
                 return Outcome::Lost(reason);
             }
@@ -230,6 +242,7 @@ impl Elector {
 
     /// Gives the Lease up (holder cleared, 1 s duration) so a standby takes over now.
     pub async fn release(&mut self) -> anyhow::Result<()> {
+        self.fence.close();
         let Some(mut lease) = self.leases.get_opt(&self.cfg.lease).await? else {
             return Ok(());
         };
@@ -315,6 +328,7 @@ impl Elector {
                 .as_ref()
                 .and_then(|a| a.get(ANNOTATION_LEADER_ADDRESS))
                 .cloned();
+            let address = forwardable(address, self.cfg.advertise.as_deref());
             self.leader_address
                 .send_if_modified(|a| replace_if_changed(a, address));
             self.holder = Some(holder);
@@ -364,10 +378,51 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
+/// The leader address a standby may forward to: never its own. A hub restarted in the
+/// same pod (same IP and port) finds its previous process still named in the Lease until
+/// it expires; forwarding there would forward to itself, again and again. That is "no
+/// leader yet": connections are closed and agents retry until this replica takes over.
+fn forwardable(address: Option<String>, own: Option<&str>) -> Option<String> {
+    address.filter(|a| own.is_none_or(|own| !same_address(a, own)))
+}
+
+/// Whether two `ip:port` texts name the same socket (`[::1]:1` and `[0:0::1]:1` do).
+pub(crate) fn same_address(a: &str, b: &str) -> bool {
+    match (
+        a.parse::<std::net::SocketAddr>(),
+        b.parse::<std::net::SocketAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.trim() == b.trim(),
+    }
+}
+
 fn replace_if_changed(current: &mut Option<String>, new: Option<String>) -> bool {
     if *current == new {
         return false;
     }
     *current = new;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_never_forwards_to_its_own_address() {
+        let own = Some("10.0.0.5:8443");
+        assert_eq!(forwardable(Some("10.0.0.5:8443".into()), own), None);
+        assert_eq!(
+            forwardable(Some("10.0.0.6:8443".into()), own).as_deref(),
+            Some("10.0.0.6:8443")
+        );
+        assert_eq!(
+            forwardable(Some("10.0.0.6:8443".into()), None).as_deref(),
+            Some("10.0.0.6:8443")
+        );
+        assert_eq!(forwardable(None, own), None);
+        assert!(same_address("[::1]:8443", "[0:0::1]:8443"));
+        assert!(!same_address("10.0.0.5:8443", "10.0.0.5:8444"));
+    }
 }

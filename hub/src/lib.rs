@@ -89,6 +89,7 @@ pub mod identity;
 pub(crate) mod leader;
 pub(crate) mod metrics;
 pub(crate) mod owners;
+pub(crate) mod preflight;
 pub(crate) mod queue;
 pub mod rancher;
 pub mod state;
@@ -102,7 +103,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use vclink_proto::ratelimit::RateLimiter;
+use vclink_proto::ratelimit::{Fence, RateLimiter};
 
 use crate::config::{Args, LogFormat};
 use crate::grpc::service::LinkService;
@@ -114,27 +115,70 @@ use crate::state::{Hub, HubConfig};
 /// until `shutdown` is cancelled. With `--leader-election` it first stands by until it
 /// holds the leader Lease, leads while it keeps it, and releases it on shutdown.
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes client configuration (in-cluster ServiceAccount or KUBECONFIG)")?;
+    preflight::check(&args)?;
+    args.validate().map_err(anyhow::Error::msg)?;
+    let config = kube_config().await?;
+    let api_url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+    run_on(args, client, shutdown).await.map_err(|e| {
+        if preflight::is_unreachable(&e) {
+            e.context(format!(
+                "the Kubernetes API server {api_url} is unreachable"
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// [`run`] once the client exists.
+async fn run_on(
+    args: Args,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let Some(cfg) = leader::LeaderConfig::from_args(&args, client.default_namespace())? else {
-        return lead(args, client, shutdown).await;
+        return lead(args, client, shutdown, Fence::always()).await;
     };
     let mut elector = leader::Elector::new(client.clone(), cfg);
     let standby = shutdown.child_token();
     let lease = format!("{}/{}", elector.config().namespace, elector.config().lease);
     let server = http::serve_standby(args.metrics_listen, lease, standby.clone()).await?;
-    let forwarder =
-        grpc::forward::serve(args.listen, elector.leader_address(), standby.clone()).await?;
+    let forwarding = grpc::forward::ForwardSettings {
+        own: elector.config().advertise.clone(),
+        max_connections: args.forward_max_connections as usize,
+        idle_timeout: args.forward_idle_timeout,
+    };
+    let forwarder = grpc::forward::serve(
+        args.listen,
+        elector.leader_address(),
+        forwarding,
+        standby.clone(),
+    )
+    .await?;
+    // A standby's health: alive, and ready while it forwards (see grpc::health).
+    let health = match args.health_listen {
+        Some(addr) => {
+            let (reporter, service) = tonic_health::server::health_reporter();
+            grpc::health::report(&reporter, false, false).await;
+            Some(grpc::health::serve_plain(addr, service, standby.clone()).await?)
+        }
+        None => None,
+    };
     let acquired = elector.acquire(&shutdown).await;
     standby.cancel();
     let _ = tokio::join!(server, forwarder);
+    if let Some(h) = health {
+        // The leader binds the same address next.
+        let _ = h.await;
+    }
     if !acquired? {
         return Ok(());
     }
     let work = shutdown.child_token();
+    let fence = elector.fence();
     let leading = async {
-        let r = lead(args, client, work.clone()).await;
+        let r = lead(args, client, work.clone(), fence).await;
         work.cancel();
         r
     };
@@ -154,9 +198,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
 }
 
 /// Runs one leading hub: its Rancher credential, then [`run_with`].
-async fn lead(args: Args, client: kube::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Its Kubernetes writes go out only while `fence` holds (leader election).
+async fn lead(
+    args: Args,
+    client: kube::Client,
+    shutdown: CancellationToken,
+    fence: Fence,
+) -> anyhow::Result<()> {
     let (auth, rotation) = identity::build(&args, &client, &shutdown).await?;
-    let result = run_with(args, client, auth, shutdown.clone()).await;
+    let result = run_fenced(args, client, auth, shutdown.clone(), fence).await;
     // The rotation task deletes the hub's current Rancher token when it stops.
     shutdown.cancel();
     if let Some(t) = rotation {
@@ -172,13 +222,42 @@ pub async fn run_with(
     auth: Arc<dyn AgentAuthenticator>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_fenced(args, client, auth, shutdown, Fence::always()).await
+}
+
+/// [`run_with`] whose writes stop the moment `fence` no longer holds.
+async fn run_fenced(
+    args: Args,
+    client: kube::Client,
+    auth: Arc<dyn AgentAuthenticator>,
+    shutdown: CancellationToken,
+    fence: Fence,
+) -> anyhow::Result<()> {
+    args.validate().map_err(anyhow::Error::msg)?;
     let tls = grpc::tls::server_config(&args.tls_cert_file, &args.tls_key_file)?;
     rancher::check_apis(&client).await?;
+    // The proof key before any watch: every cluster is judged with it from the first
+    // event on (a standby reads it here when it becomes leader).
+    let proof_namespace = args
+        .proof_key_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let proof_key = Arc::new(
+        clusters::proofkey::load_or_create(client.clone(), &proof_namespace)
+            .await
+            .context("the hub's proof key")?,
+    );
     let cfg = HubConfig {
+        proof_key: proof_key.clone(),
         workspace: args.fleet_workspace.clone(),
         grace: args.removal_grace,
         heartbeat_seconds: args.heartbeat_seconds,
         max_vclusters: args.max_vclusters_per_agent,
+        max_per_namespace: args.max_vclusters_per_namespace,
+        hosts: core::scope::HostOptIn {
+            selector: Some(args.host_selector.to_string()),
+            allow_nested: args.allow_nested_hosts,
+        },
         tls_mode: args.registration_tls_mode,
     };
     let (queue, delay_rx) = queue::Queue::new();
@@ -199,10 +278,16 @@ pub async fn run_with(
     tasks.extend(rancher::watch::spawn_all(
         client.clone(),
         &args.fleet_workspace,
+        rancher::watch::Trusting {
+            proof_key: proof_key.clone(),
+            operator_creator: Some(args.adopt_operator_clusters_created_by.clone())
+                .filter(|u| !u.is_empty()),
+        },
+        &args.host_selector,
         hub.clone(),
         shutdown.clone(),
     ));
-    let limiter = RateLimiter::new(args.kube_qps, args.kube_burst);
+    let limiter = RateLimiter::new(args.kube_qps, args.kube_burst).with_fence(fence);
     if args.owner_grant_cluster_role.is_some() || args.owner_grant_service_account.is_some() {
         tracing::warn!(
             "--owner-grant-cluster-role / --owner-grant-service-account (VCLINK_OWNER_GRANT_*) are deprecated and ignored: the hub no longer binds itself to a role; it acts as --impersonate-user"
@@ -233,6 +318,7 @@ pub async fn run_with(
         &args.fleet_workspace,
         limiter,
         hub.metrics.api_requests.clone(),
+        proof_key,
     );
     if let Some((_, as_user)) = acting_client {
         writer = writer.creating_as(as_user);
@@ -244,22 +330,38 @@ pub async fn run_with(
         usize::from(args.workers),
         shutdown.clone(),
     ));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let ready = {
+        let hub = hub.clone();
+        Arc::new(move || hub.is_ready()) as Arc<dyn Fn() -> bool + Send + Sync>
+    };
+    grpc::health::report(&health_reporter, true, false).await;
+    tasks.push(grpc::health::follow_readiness(
+        health_reporter,
+        ready,
+        shutdown.clone(),
+    ));
+    if let Some(addr) = args.health_listen {
+        tasks
+            .push(grpc::health::serve_plain(addr, health_service.clone(), shutdown.clone()).await?);
+    }
     let svc = LinkService::new(hub.clone(), auth, shutdown.clone())
         .with_limits(grpc::service::EdgeLimits {
             message_rate: args.agent_message_rate,
             message_burst: args.agent_message_burst,
             reverify_interval: args.agent_reverify_interval,
         })
+        .with_edge(grpc::edge::EdgeSettings::from_args(&args))
         .into_server();
     tracing::info!(listen = %args.listen, workspace = %args.fleet_workspace, "vclink hub serving agents");
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
-    let incoming = grpc::tls::incoming(listener, tls, shutdown.clone());
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+    let edge = grpc::edge::EdgeSettings::from_args(&args);
+    let incoming = grpc::tls::incoming_with(listener, tls, edge.accept.clone(), shutdown.clone());
+    let served = grpc::edge::server(&edge)
         .add_service(svc)
+        .add_service(health_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await
         .with_context(|| format!("serving gRPC on {}", args.listen));
@@ -270,12 +372,60 @@ pub async fn run_with(
     served
 }
 
+/// Kubernetes client settings (KUBECONFIG, ~/.kube/config or in-cluster), failing with a
+/// sentence that names the file it tried.
+async fn kube_config() -> anyhow::Result<kube::Config> {
+    kube::Config::infer().await.map_err(|e| {
+        let what = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+            Some(path) => format!(
+                "KUBECONFIG={} cannot be used; point KUBECONFIG at a readable kubeconfig file",
+                std::path::PathBuf::from(path).display()
+            ),
+            None => "no Kubernetes credentials: not in a pod with a ServiceAccount and no KUBECONFIG or \
+                     ~/.kube/config; set KUBECONFIG"
+                .to_string(),
+        };
+        anyhow::Error::new(e).context(what)
+    })
+}
+
+/// An error and its causes on one line, each once: a cause whose text the parent already
+/// quotes is skipped, and line breaks become spaces.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Logging to stderr, coloured only when stderr is a terminal.
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use std::io::IsTerminal;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's client logs every failed request at ERROR before returning it; the hub logs
+    // the failure once with its context.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"))
+        && let Ok(d) = "kube_client::client::builder=off".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),
@@ -310,8 +460,8 @@ pub fn main_entry() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "vclink-hub failed");
-            eprintln!("vclink-hub: {e:#}");
+            // Once, as a log line (in the chosen format), on one line.
+            tracing::error!(error = %one_line(&e), "vclink-hub stopped");
             ExitCode::FAILURE
         }
     }

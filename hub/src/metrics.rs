@@ -21,12 +21,19 @@ pub struct Metrics {
     pub agents_connected: Gauge,
     /// `vclink_hub_vclusters{state}` (refreshed at scrape time).
     pub vclusters: Family<Labels, Gauge>,
+    /// `vclink_hub_unproven_clusters{reason}`: provisioning clusters with vclink labels
+    /// but no valid vclink proof (refreshed at scrape time).
+    pub unproven_clusters: Family<Labels, Gauge>,
     /// `vclink_hub_registrations_sent_total`
     pub registrations_sent: Counter,
     /// `vclink_hub_register_latency_seconds`: token seen → Register sent.
     pub register_latency: Histogram,
     /// `vclink_hub_rejections_total{reason}`
     pub rejections: Family<Labels, Counter>,
+    /// `vclink_hub_vcluster_refusals_total{reason}`: reported vClusters held as refused
+    /// (`foreign_project`, `foreign_cluster`, `over_agent_limit`, `over_namespace_limit`);
+    /// their stream goes on.
+    pub vcluster_refusals: Family<Labels, Counter>,
     /// `vclink_hub_reconcile_errors_total{kind}`
     pub reconcile_errors: Family<Labels, Counter>,
     /// `vclink_hub_api_requests_total{verb}`
@@ -63,6 +70,12 @@ impl Metrics {
             "vClusters reported by live agents, by Rancher-side state",
             vclusters.clone(),
         );
+        let unproven_clusters = Family::<Labels, Gauge>::default();
+        registry.register(
+            "unproven_clusters",
+            "Provisioning clusters carrying vclink labels without a valid vclink proof (ignored), by reason",
+            unproven_clusters.clone(),
+        );
         let registrations_sent = Counter::default();
         registry.register(
             "registrations_sent",
@@ -82,6 +95,12 @@ impl Metrics {
             "rejections",
             "Agent streams or messages refused, by reason",
             rejections.clone(),
+        );
+        let vcluster_refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "vcluster_refusals",
+            "Reported vClusters refused one by one (nothing created or deleted for them), by reason",
+            vcluster_refusals.clone(),
         );
         let reconcile_errors = Family::<Labels, Counter>::default();
         registry.register(
@@ -113,9 +132,11 @@ impl Metrics {
             registry,
             agents_connected,
             vclusters,
+            unproven_clusters,
             registrations_sent,
             register_latency,
             rejections,
+            vcluster_refusals,
             reconcile_errors,
             api_requests,
             owner_binding_errors,
@@ -133,6 +154,13 @@ impl Metrics {
     /// Counts a refusal.
     pub fn reject(&self, reason: &'static str) {
         self.rejections.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Counts a vCluster newly refused (its stream goes on).
+    pub fn refuse_vcluster(&self, reason: &'static str) {
+        self.vcluster_refusals
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Counts an API request.

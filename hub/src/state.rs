@@ -4,6 +4,12 @@
 //! writes ([`Hub::record_written`]) change it here and enqueue the affected vCluster
 //! keys; the workers of the provisioning-cluster controller and of owner sync read it.
 //! It depends on neither of them.
+//!
+//! Two kinds of per-vCluster memory live here: the stream's ([`HostState`]: what was
+//! reported, which vClusters are refused, what was sent) is lost with the stream on
+//! purpose; the deletion timers ([`World::timers`], keyed by [`VcKey`]) are the hub's and
+//! survive the host's stream reconnecting, so a stream that drops every few seconds does
+//! not restart the removal grace.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +23,9 @@ use vclink_proto::v1::{HubMessage, State, TlsMode, VCluster, registration_progre
 
 use crate::config::RegistrationTlsMode;
 use crate::core::backoff::Backoff;
-use crate::core::decide::PerVc;
+use crate::core::decide::{PerVc, Timers};
 use crate::core::index::{Index, ProvCluster, Settings, VcKey};
+use crate::core::scope::{Admission, HostOptIn, Limits};
 use crate::core::session::{Effect, Reject};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
@@ -35,6 +42,10 @@ pub struct HostState {
     cancel: CancellationToken,
     /// The reported set, by Service UID.
     pub(crate) reported: HashMap<String, VCluster>,
+    /// The reported set by (namespace, name) → Service UID: finds a reinstall.
+    pub(crate) by_name: HashMap<(String, String), String>,
+    /// Which reported vClusters count toward the limits and which are refused.
+    pub(crate) admission: Admission,
     /// A complete snapshot arrived.
     pub(crate) snapshot_complete: bool,
     /// Per-vCluster stream memory.
@@ -48,6 +59,8 @@ pub struct World {
     pub(crate) index: Index,
     /// Live streams by host cluster id.
     pub hosts: HashMap<String, HostState>,
+    /// The deletion timers, by vCluster (not by stream; see the module docs).
+    pub(crate) timers: HashMap<VcKey, Timers>,
 }
 
 /// Fixed settings reconcile and sessions need.
@@ -61,8 +74,14 @@ pub(crate) struct HubConfig {
     pub(crate) heartbeat_seconds: u32,
     /// --max-vclusters-per-agent.
     pub(crate) max_vclusters: usize,
+    /// --max-vclusters-per-namespace.
+    pub(crate) max_per_namespace: usize,
+    /// Which hosts may be served (--host-selector, --allow-nested-hosts).
+    pub(crate) hosts: HostOptIn,
     /// --registration-tls-mode.
     pub(crate) tls_mode: RegistrationTlsMode,
+    /// The key of the hub's proofs on the clusters it made (`core::proof`).
+    pub(crate) proof_key: Arc<crate::core::proof::ProofKey>,
 }
 
 /// Everything shared between gRPC sessions, watches and reconcile workers.
@@ -134,6 +153,11 @@ impl Hub {
             tx,
             cancel,
             reported: HashMap::new(),
+            by_name: HashMap::new(),
+            admission: Admission::new(Limits {
+                per_agent: self.cfg.max_vclusters,
+                per_namespace: self.cfg.max_per_namespace,
+            }),
             snapshot_complete: false,
             per_vc: HashMap::new(),
         };
@@ -160,10 +184,72 @@ impl Hub {
         }
     }
 
-    /// Applies an accepted message of the stream `stream_id` of `host`.
+    /// Whether the agent of `host` may be served (host opt-in, see
+    /// [`HostOptIn`]); the error is PERMISSION_DENIED naming the missing label.
+    pub fn check_host(&self, host: &str) -> Result<(), Status> {
+        let w = self.world();
+        let is_vcluster = w.index.key_for_mgmt(host).is_some();
+        match self
+            .cfg
+            .hosts
+            .refusal(host, w.index.mgmt(host), is_vcluster)
+        {
+            None => Ok(()),
+            Some(message) => {
+                drop(w);
+                self.metrics.reject("host_not_opted_in");
+                tracing::warn!(host, reason = %message, "agent refused: host not opted in");
+                Err(Status::permission_denied(message))
+            }
+        }
+    }
+
+    /// Closes the live streams of those of `hosts` that are no longer opted in (their
+    /// management cluster lost the label, or is gone).
+    pub(crate) fn close_not_opted_in<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) {
+        let w = self.world();
+        for host in hosts {
+            let Some(h) = w.hosts.get(host) else {
+                continue;
+            };
+            let is_vcluster = w.index.key_for_mgmt(host).is_some();
+            if let Some(message) = self
+                .cfg
+                .hosts
+                .refusal(host, w.index.mgmt(host), is_vcluster)
+            {
+                self.metrics.reject("host_not_opted_in");
+                tracing::warn!(host, reason = %message, "closing the stream of a host that is no longer opted in");
+                let _ = h.tx.try_send(Err(Status::permission_denied(message)));
+                h.cancel.cancel();
+            }
+        }
+    }
+
+    /// Capacity of a stream's outbound queue: after a snapshot every reported vCluster
+    /// gets a Status, and those to import (at most the per-agent limit) a Register too.
+    pub(crate) fn outbound_capacity(&self) -> usize {
+        crate::core::session::reported_cap(self.cfg.max_vclusters)
+            .saturating_add(self.cfg.max_vclusters)
+            .saturating_add(64)
+    }
+
+    /// Hosts with a live stream.
+    pub(crate) fn live_hosts(&self) -> Vec<String> {
+        self.world().hosts.keys().cloned().collect()
+    }
+
+    /// Applies an accepted message of the stream `stream_id` of `host`. Cost: O(1) for
+    /// `Upsert`, `Progress` and `Remove` (plus O(refused) when a `Remove` frees a slot
+    /// under a limit), O(n) for a snapshot of n vClusters; see [`crate::core::scope`].
     pub(crate) fn apply(&self, host: &str, stream_id: u64, effect: Effect) -> Result<(), Reject> {
+        let now = Instant::now();
         let mut w = self.world();
-        let World { index, hosts } = &mut *w;
+        let World {
+            index,
+            hosts,
+            timers,
+        } = &mut *w;
         let Some(h) = hosts.get_mut(host).filter(|h| h.stream_id == stream_id) else {
             return Ok(()); // replaced meanwhile; the stream is being closed
         };
@@ -173,6 +259,13 @@ impl Hub {
         match effect {
             Effect::Snapshot(vcs) => {
                 let mut keys: Vec<VcKey> = h.reported.keys().map(|u| key(u)).collect();
+                for reason in h.admission.admit_all(index, host, &vcs) {
+                    self.metrics.refuse_vcluster(reason);
+                }
+                h.by_name = vcs
+                    .iter()
+                    .map(|v| ((v.namespace.clone(), v.name.clone()), v.uid.clone()))
+                    .collect();
                 h.reported = vcs.into_iter().map(|v| (v.uid.clone(), v)).collect();
                 h.snapshot_complete = true;
                 // A full Status for every vCluster after each snapshot.
@@ -185,6 +278,7 @@ impl Hub {
                 tracing::debug!(
                     host,
                     vclusters = h.reported.len(),
+                    to_import = h.admission.counted(),
                     keys = keys.len(),
                     "snapshot complete"
                 );
@@ -193,15 +287,51 @@ impl Hub {
             }
             Effect::Upsert(v) => {
                 let k = key(&v.uid);
+                if let Some(reason) = h.admission.admit(index, host, &v) {
+                    self.metrics.refuse_vcluster(reason);
+                }
+                // A reinstall (same namespace and name, new UID): the old key decides
+                // again too (its cluster is not deleted while this one may reclaim it).
+                let mut keys = vec![k];
+                let place = (v.namespace.clone(), v.name.clone());
+                if let Some(old) = h.by_name.insert(place, v.uid.clone())
+                    && old != v.uid
+                {
+                    keys.push(key(&old));
+                }
                 h.reported.insert(v.uid.clone(), v);
                 drop(w);
-                self.queue.add(k);
+                self.queue.add_all(keys);
             }
             Effect::Remove(uid) => {
-                h.reported.remove(&uid);
-                h.per_vc.entry(uid.clone()).or_default().remove_requested = true;
+                let mut keys = vec![key(&uid)];
+                if let Some(v) = h.reported.remove(&uid) {
+                    let place = (v.namespace, v.name);
+                    if h.by_name.get(&place) == Some(&uid) {
+                        h.by_name.remove(&place);
+                    }
+                }
+                let counted = h.admission.counted();
+                h.admission.forget(&uid);
+                if h.admission.counted() < counted {
+                    // A slot under a limit is free: admit who was refused for one.
+                    for u in h.admission.refused_for_limit() {
+                        if let Some(v) = h.reported.get(&u) {
+                            h.admission.admit(index, host, v);
+                            if h.admission.refusal(&u).is_none() {
+                                keys.push(key(&u));
+                            }
+                        }
+                    }
+                }
+                // The removal timer is the hub's: a repeated Remove does not restart it.
+                timers
+                    .entry(key(&uid))
+                    .or_default()
+                    .removed
+                    .get_or_insert(now);
                 drop(w);
-                self.queue.add(key(&uid));
+                self.queue.add_all(keys);
             }
             Effect::Progress(p) => {
                 let pv = h.per_vc.entry(p.uid.clone()).or_default();
@@ -210,9 +340,9 @@ impl Hub {
                         pv.failures = pv.failures.saturating_add(1);
                         pv.failure = Some((
                             p.message.clone(),
-                            Instant::now() + Backoff::RECONCILE.delay(pv.failures),
+                            now + Backoff::RECONCILE.delay(pv.failures),
                         ));
-                        tracing::warn!(host, uid = %p.uid, reason = %p.message, "registration failed in the agent");
+                        tracing::warn!(host, uid = %p.uid, reason = ?p.message, "registration failed in the agent");
                     }
                     Phase::Succeeded => {
                         pv.failure = None;
@@ -321,6 +451,92 @@ pub(crate) fn registration_tls(mode: RegistrationTlsMode, s: &Settings) -> (TlsM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::index::{Conn, MgmtCluster};
+    use crate::testing::TestHub;
+
+    const HOST: &str = "c-m-host0001";
+
+    fn vc(n: u32, ns: &str) -> VCluster {
+        VCluster {
+            uid: format!("00000000-0000-4000-8000-{n:012x}"),
+            namespace: ns.into(),
+            name: format!("vc{n}"),
+            ..Default::default()
+        }
+    }
+
+    fn attach(hub: &Hub) -> (u64, mpsc::Receiver<Outbound>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        (hub.attach(HOST, tx, cancel.clone()), rx, cancel)
+    }
+
+    #[test]
+    fn the_removal_timer_survives_a_reconnect_and_a_repeated_remove() {
+        let hub = TestHub::default().build();
+        let (id, _rx, _c) = attach(&hub);
+        let v = vc(1, "ns");
+        hub.apply(HOST, id, Effect::Upsert(v.clone())).unwrap();
+        hub.apply(HOST, id, Effect::Remove(v.uid.clone())).unwrap();
+        let key = VcKey::new(HOST, &v.uid);
+        let started = hub.world().timers[&key].removed.expect("started");
+        // The stream drops and comes back; the agent says Remove again.
+        hub.detach(HOST, id);
+        let (id, _rx2, _c2) = attach(&hub);
+        hub.apply(HOST, id, Effect::Remove(v.uid.clone())).unwrap();
+        assert_eq!(hub.world().timers[&key].removed, Some(started));
+    }
+
+    #[test]
+    fn a_refused_vcluster_keeps_the_stream_and_a_freed_slot_admits_it() {
+        let hub = TestHub::default().max_vclusters(1).build();
+        let (id, _rx, cancel) = attach(&hub);
+        let (a, b) = (vc(1, "ns"), vc(2, "ns"));
+        hub.apply(HOST, id, Effect::Snapshot(vec![a.clone(), b.clone()]))
+            .expect("over the limit is no protocol violation");
+        assert!(!cancel.is_cancelled());
+        {
+            let w = hub.world();
+            let h = &w.hosts[HOST];
+            assert_eq!(h.reported.len(), 2, "reported but refused");
+            assert!(h.admission.refusal(&b.uid).is_some());
+        }
+        assert!(
+            hub.metrics
+                .encode()
+                .contains("vclink_hub_vcluster_refusals_total{reason=\"over_agent_limit\"} 1")
+        );
+        hub.apply(HOST, id, Effect::Remove(a.uid.clone())).unwrap();
+        assert!(hub.world().hosts[HOST].admission.refusal(&b.uid).is_none());
+    }
+
+    #[test]
+    fn hosts_must_be_opted_in_and_lose_their_stream_with_the_label() {
+        let hub = TestHub::default()
+            .host_selector("vclink.io/agent=enabled", false)
+            .build();
+        let e = hub.check_host(HOST).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("vclink.io/agent=enabled"), "{e:?}");
+        let mgmt = |host_opt_in| MgmtCluster {
+            id: HOST.into(),
+            conn: Conn::Connected,
+            host_opt_in,
+            nested_opt_in: false,
+        };
+        hub.world().index.apply_mgmt(mgmt(true));
+        hub.check_host(HOST).expect("opted in");
+        let (_id, mut rx, cancel) = attach(&hub);
+        hub.close_not_opted_in([HOST]);
+        assert!(!cancel.is_cancelled(), "still opted in");
+        hub.world().index.apply_mgmt(mgmt(false));
+        hub.close_not_opted_in([HOST]);
+        assert!(cancel.is_cancelled());
+        match rx.try_recv() {
+            Ok(Err(st)) => assert_eq!(st.code(), tonic::Code::PermissionDenied),
+            other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+        }
+    }
 
     #[test]
     fn tls_mode_follows_rancher_settings_in_auto() {

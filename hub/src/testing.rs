@@ -10,6 +10,12 @@ use crate::core::index::Index;
 use crate::queue::Queue;
 use crate::state::{Hub, HubConfig};
 
+/// The proof key of every test hub (fixed, so tests can sign what they expect).
+pub(crate) fn test_proof_key() -> crate::core::proof::ProofKey {
+    crate::core::proof::ProofKey::from_bytes(&[0x5a; crate::core::proof::KEY_LEN])
+        .unwrap_or_else(|_| unreachable!("the length is KEY_LEN"))
+}
+
 /// Builds a test hub. See the module docs.
 #[derive(Debug)]
 pub struct TestHub {
@@ -26,7 +32,14 @@ impl Default for TestHub {
                 grace: Duration::from_secs(300),
                 heartbeat_seconds: 30,
                 max_vclusters: 10,
+                max_per_namespace: 50,
+                // Test hubs serve every host unless `host_selector` is called.
+                hosts: crate::core::scope::HostOptIn {
+                    selector: None,
+                    allow_nested: false,
+                },
                 tls_mode: RegistrationTlsMode::Auto,
+                proof_key: Arc::new(test_proof_key()),
             },
             ready: false,
             index: None,
@@ -38,6 +51,21 @@ impl TestHub {
     /// Most vClusters one agent may report.
     pub fn max_vclusters(mut self, n: usize) -> Self {
         self.cfg.max_vclusters = n;
+        self
+    }
+
+    /// Most vClusters to import in one namespace.
+    pub fn max_per_namespace(mut self, n: usize) -> Self {
+        self.cfg.max_per_namespace = n;
+        self
+    }
+
+    /// Serves only hosts opted in with `selector` (`key=value`, for the messages).
+    pub fn host_selector(mut self, selector: &str, allow_nested: bool) -> Self {
+        self.cfg.hosts = crate::core::scope::HostOptIn {
+            selector: Some(selector.to_string()),
+            allow_nested,
+        };
         self
     }
 

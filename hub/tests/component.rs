@@ -315,6 +315,13 @@ async fn hub_creates_registers_and_deletes_against_a_real_api_server() {
         .await
         .unwrap();
 
+    // The host is opted in (the hub serves agents only of labelled Rancher clusters).
+    let host = json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+        "metadata": {"name": HOST, "labels": {"vclink.io/agent": "enabled"}}, "spec": {}});
+    mgmt.create(&PostParams::default(), &serde_json::from_value(host).unwrap())
+        .await
+        .unwrap();
+
     let hub = start_hub(client.clone(), dir.path()).await;
     let mut agent = Agent::connect(hub.port, &ca).await;
     let all = vec![

@@ -163,8 +163,20 @@ async fn welcome_names_the_verified_cluster_and_heartbeat() {
     srv.stop.cancel();
 }
 
+/// Waits until the hub counts a per-vCluster refusal for `reason`.
+async fn refused_vcluster(hub: &Hub, reason: &str) {
+    let want = format!("vclink_hub_vcluster_refusals_total{{reason=\"{reason}\"}} 1");
+    tokio::time::timeout(WAIT, async {
+        while !hub.metrics.encode().contains(&want) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no refusal {reason} counted:\n{}", hub.metrics.encode()));
+}
+
 #[tokio::test]
-async fn over_the_limit_is_resource_exhausted_and_foreign_projects_are_denied() {
+async fn over_the_limit_and_foreign_projects_refuse_the_vcluster_not_the_stream() {
     let srv = serve(true, 1).await;
     let snap = |vs| {
         agent_message::Msg::Snapshot(Snapshot {
@@ -179,17 +191,76 @@ async fn over_the_limit_is_resource_exhausted_and_foreign_projects_are_denied() 
     )
     .await;
     welcome(&mut s).await;
-    assert_eq!(end_code(&mut s).await, Code::ResourceExhausted);
-    assert!(rejections(&srv.hub, "too_many_vclusters"));
-    let mut s = open(
-        srv.port,
-        vec![hello(HOST), snap(vec![vc(1, "c-m-other001:p-abcde")])],
-    )
-    .await;
-    welcome(&mut s).await;
-    assert_eq!(end_code(&mut s).await, Code::PermissionDenied);
-    assert!(rejections(&srv.hub, "foreign_project"));
+    refused_vcluster(&srv.hub, "over_agent_limit").await;
+    // The same stream goes on: its next message is still applied.
+    s.tx.send(AgentMessage {
+        msg: Some(agent_message::Msg::Upsert(Upsert {
+            vcluster: Some(vc(3, "c-m-other001:p-abcde")),
+        })),
+    })
+    .await
+    .unwrap();
+    refused_vcluster(&srv.hub, "foreign_project").await;
+    assert!(!rejections(&srv.hub, "too_many_vclusters"));
+    assert!(!rejections(&srv.hub, "foreign_project"));
+    // The agent ends its side: the hub's side ends cleanly, not with an error.
+    let Stream { tx, rx } = s;
+    drop(tx);
+    let mut s = Stream {
+        tx: mpsc::channel(1).0,
+        rx,
+    };
+    assert_eq!(
+        end_code(&mut s).await,
+        Code::Ok,
+        "ended by the agent, not the hub"
+    );
     srv.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_opted_in_is_permission_denied_naming_the_label() {
+    let hub = TestHub::default()
+        .host_selector("vclink.io/agent=enabled", false)
+        .ready(true)
+        .build();
+    let stop = CancellationToken::new();
+    let svc = LinkService::new(
+        hub.clone(),
+        Arc::new(TrustClaimedCluster::default()),
+        stop.clone(),
+    )
+    .into_server();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let mut s = open(port, vec![hello(HOST)]).await;
+    let rx = s.rx.as_mut().expect("stream opened");
+    let err = tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("ended without an error"),
+                Err(st) => return st,
+            }
+        }
+    })
+    .await
+    .expect("refused within the deadline");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        err.message(),
+        "cluster c-m-host0001 is not opted in: label the Rancher cluster vclink.io/agent=enabled"
+    );
+    assert!(rejections(&hub, "host_not_opted_in"));
+    stop.cancel();
 }
 
 #[tokio::test]

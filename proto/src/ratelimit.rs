@@ -16,6 +16,61 @@ pub struct TokenBucket {
     qps: f64,
     burst: f64,
     state: Arc<Mutex<(f64, Instant)>>,
+    /// Writers behind this bucket may write only while the fence holds (leader election).
+    fence: Option<Fence>,
+}
+
+/// Whether this replica may still write: shared between a leader-election loop, which
+/// extends it after every renewal and closes it the moment leadership is in doubt, and
+/// the writers, which check it after waiting for the rate limiter and right before each
+/// API call ([`TokenBucket::until_ready_fenced`]). Clones share one state.
+#[derive(Debug, Clone)]
+pub struct Fence(Arc<Mutex<FenceState>>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FenceState {
+    Always,
+    Until(Instant),
+    Closed,
+}
+
+/// A write refused because the fence no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this replica no longer holds the leader lease; the write was not sent")]
+pub struct Fenced;
+
+impl Fence {
+    /// A fence that always holds (no leader election).
+    pub fn always() -> Self {
+        Self(Arc::new(Mutex::new(FenceState::Always)))
+    }
+
+    /// A fence that does not hold until [`Fence::extend_until`].
+    pub fn closed() -> Self {
+        Self(Arc::new(Mutex::new(FenceState::Closed)))
+    }
+
+    /// Holds until `t` (a renewal succeeded); never shortens an `always` fence.
+    pub fn extend_until(&self, t: Instant) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *s != FenceState::Always {
+            *s = FenceState::Until(t);
+        }
+    }
+
+    /// Stops holding now (leadership lost or released).
+    pub fn close(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = FenceState::Closed;
+    }
+
+    /// True while writes may go out.
+    pub fn holds(&self, now: Instant) -> bool {
+        match *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            FenceState::Always => true,
+            FenceState::Until(t) => now < t,
+            FenceState::Closed => false,
+        }
+    }
 }
 
 impl TokenBucket {
@@ -27,6 +82,28 @@ impl TokenBucket {
             qps: if qps.is_finite() { qps } else { 0.0 },
             burst,
             state: Arc::new(Mutex::new((burst, Instant::now()))),
+            fence: None,
+        }
+    }
+
+    /// The same budget, with writes gated by `fence` ([`TokenBucket::until_ready_fenced`]).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// [`TokenBucket::until_ready`], then the fence check: `Err(Fenced)` when this replica
+    /// may no longer write (checked before waiting too, so a fenced writer takes no token).
+    pub async fn until_ready_fenced(&self) -> Result<(), Fenced> {
+        self.check_fence()?;
+        self.until_ready().await;
+        self.check_fence()
+    }
+
+    fn check_fence(&self) -> Result<(), Fenced> {
+        match &self.fence {
+            Some(f) if !f.holds(Instant::now()) => Err(Fenced),
+            _ => Ok(()),
         }
     }
 
@@ -66,7 +143,8 @@ impl TokenBucket {
         if tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-tokens / self.qps)
+            // A tiny qps makes the wait astronomically long; never panic on it.
+            Duration::try_from_secs_f64(-tokens / self.qps).unwrap_or(Duration::MAX)
         }
     }
 }
@@ -115,6 +193,31 @@ mod tests {
             assert_eq!(r.reserve(later), Duration::ZERO);
         }
         assert!(r.reserve(later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_tiny_qps_waits_forever_instead_of_panicking() {
+        let r = TokenBucket::new(1e-20, 1);
+        let t = Instant::now();
+        assert_eq!(r.reserve(t), Duration::ZERO);
+        assert_eq!(r.reserve(t), Duration::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_fence_stops_writes_after_the_wait() {
+        let fence = Fence::closed();
+        let r = TokenBucket::new(0.0, 1).with_fence(fence.clone());
+        assert_eq!(r.until_ready_fenced().await, Err(Fenced));
+        fence.extend_until(Instant::now() + Duration::from_secs(60));
+        assert_eq!(r.until_ready_fenced().await, Ok(()));
+        fence.extend_until(Instant::now());
+        assert_eq!(r.until_ready_fenced().await, Err(Fenced), "expired");
+        fence.close();
+        assert!(!fence.holds(Instant::now()));
+        let always = Fence::always();
+        always.extend_until(Instant::now());
+        assert!(always.holds(Instant::now()), "always stays always");
+        assert_eq!(TokenBucket::new(0.0, 1).until_ready_fenced().await, Ok(()));
     }
 
     #[test]

@@ -22,7 +22,6 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Precon
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vclink_proto::keys;
@@ -32,6 +31,7 @@ use vclink_proto::v1::registration_progress::Phase;
 pub(crate) use spec::Outcome;
 pub use spec::{JobSettings, Registration};
 
+use crate::link::latest;
 use crate::ratelimit::RateLimiter;
 use crate::record::guard::{Switch, cluster_switch};
 use crate::record::{FIELD_MANAGER, RecordOp, clean_text};
@@ -85,8 +85,8 @@ pub(crate) struct JobController {
     settings: JobSettings,
     catalog: CatalogRx,
     limiter: RateLimiter,
-    records: mpsc::Sender<RecordOp>,
-    progress: mpsc::Sender<RegistrationProgress>,
+    records: latest::Sender<RecordOp>,
+    progress: latest::Sender<RegistrationProgress>,
     /// UIDs of finished Jobs already reported (cleared when the Job is gone).
     handled: HashSet<String>,
     /// The Job this process created per vCluster UID (until that Job is gone).
@@ -101,8 +101,8 @@ impl JobController {
         settings: JobSettings,
         catalog: CatalogRx,
         limiter: RateLimiter,
-        records: mpsc::Sender<RecordOp>,
-        progress: mpsc::Sender<RegistrationProgress>,
+        records: latest::Sender<RecordOp>,
+        progress: latest::Sender<RegistrationProgress>,
     ) -> Self {
         Self {
             client,
@@ -119,7 +119,7 @@ impl JobController {
     /// Serves registration requests and watches Jobs until `cancel` fires.
     pub async fn run(
         mut self,
-        mut requests: mpsc::Receiver<Registration>,
+        mut requests: latest::Receiver<Registration>,
         cancel: CancellationToken,
     ) {
         let jobs: Api<Job> = Api::all(self.client.clone());
@@ -140,7 +140,7 @@ impl JobController {
                 },
                 ev = stream.next() => match ev {
                     None => return,
-                    Some(Err(e)) => warn!(error = %e, "watching registration Jobs failed; retrying with backoff"),
+                    Some(Err(e)) => warn!(error = %crate::error_line(&e), "watching registration Jobs failed; retrying with backoff"),
                     Some(Ok(Event::Apply(job) | Event::InitApply(job))) => self.observe(job).await,
                     Some(Ok(Event::Delete(job))) => self.forget(&job),
                     Some(Ok(Event::Init | Event::InitDone)) => {}
@@ -165,8 +165,8 @@ impl JobController {
             message: message.clone(),
             rancher_cluster_id: rancher_cluster_id.to_string(),
         };
-        if self.progress.try_send(p).is_err() {
-            warn!(%uid, ?phase, "progress queue to the hub is full; the hub will learn the state from the next snapshot");
+        if let Err(e) = self.progress.push(p) {
+            warn!(%uid, ?phase, error = %e, "dropping registration progress to the hub; the hub will learn the state from the next snapshot");
         }
         if record {
             let op = RecordOp::Progress {
@@ -177,8 +177,8 @@ impl JobController {
                 job_name: job_name.to_string(),
                 job_uid: job_uid.to_string(),
             };
-            if self.records.try_send(op).is_err() {
-                warn!(%uid, "record queue is full; dropping a registration progress record");
+            if let Err(e) = self.records.push(op) {
+                warn!(%uid, error = %e, "dropping a registration progress record");
             }
         }
     }
@@ -243,8 +243,8 @@ impl JobController {
                     uid: reg.uid.clone(),
                     reason,
                 };
-                if self.records.try_send(op).is_err() {
-                    warn!(uid = %reg.uid, "record queue is full; dropping a refused-registration record");
+                if let Err(e) = self.records.push(op) {
+                    warn!(uid = %reg.uid, error = %e, "dropping a refused-registration record");
                 }
                 return;
             }

@@ -6,8 +6,15 @@
 //! heartbeats and registration progress; hub messages are routed to the Job controller
 //! and the recorder. Any failure ends the session and the agent reconnects with
 //! exponential backoff and jitter.
+//!
+//! The read loop never waits on the agent's own Kubernetes writes: hub messages go to the
+//! writers through [`latest`] queues (one op per vCluster and kind, newest wins), so
+//! reading, heartbeats (their own timer branch) and token checks keep their pace while
+//! Jobs and Service records are written at `--kube-qps`. What the loop does wait for is
+//! the stream itself (room in the outbound queue), which a heartbeat needs anyway.
 
 pub(crate) mod diagnose;
+pub mod latest;
 pub(crate) mod messages;
 
 use std::collections::BTreeMap;
@@ -33,6 +40,7 @@ use crate::jobs::Registration;
 use crate::record::RecordOp;
 use crate::tls::{Tls13Only, TlsError, Trust, verifier};
 use crate::watch::CatalogRx;
+use latest::PushError;
 
 /// How long the hub may take to answer Hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,6 +48,10 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Capacity of the outbound message queue of one stream.
 const OUTBOUND_QUEUE: usize = 64;
+/// Most ops waiting in each of the queues between the link and the writers: one per
+/// vCluster and kind normally, so this only bounds a hub naming vClusters the agent
+/// does not have (four times the hub's default vCluster limit per agent).
+pub const MAX_PENDING: usize = 4 * vclink_proto::limits::DEFAULT_MAX_VCLUSTERS_PER_AGENT;
 /// How often the token file is checked for a rotated token while connected (the kubelet
 /// rotates at 80% of the token's lifetime, so seconds of delay are harmless).
 const TOKEN_POLL: Duration = Duration::from_secs(5);
@@ -99,16 +111,34 @@ pub struct LinkConfig {
     pub instance: String,
 }
 
-/// Where hub messages go and where progress comes from.
+/// Where hub messages go and where progress comes from; all latest-wins per vCluster.
 pub struct LinkChannels {
     /// Current catalog.
     pub catalog: CatalogRx,
     /// Register requests to the Job controller.
-    pub registrations: mpsc::Sender<Registration>,
+    pub registrations: latest::Sender<Registration>,
     /// Status/Forget to the recorder.
-    pub records: mpsc::Sender<RecordOp>,
+    pub records: latest::Sender<RecordOp>,
     /// Progress from the Job controller.
-    pub progress: mpsc::Receiver<RegistrationProgress>,
+    pub progress: latest::Receiver<RegistrationProgress>,
+}
+
+impl latest::Coalesce for Registration {
+    /// One pending Register per vCluster: the newest one (its credential) counts.
+    type Slot = ();
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+    fn slot(&self) {}
+}
+
+impl latest::Coalesce for RegistrationProgress {
+    /// The hub acts on a vCluster's newest phase only.
+    type Slot = ();
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+    fn slot(&self) {}
 }
 
 /// The sentence for an unreadable token file: which file, what is wrong, what to do.
@@ -399,7 +429,7 @@ async fn session(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             m = inbound.message() => match m? {
-                Some(m) => dispatch(m, &registrations, &records).await,
+                Some(m) => dispatch(m, &catalog, &registrations, &records),
                 None => return Err(LinkError::Closed),
             },
             changed = catalog.changed() => {
@@ -445,41 +475,72 @@ fn rotated_token(path: &std::path::Path, presented: &mut Secret) -> Option<Agent
     }
 }
 
-/// Routes one hub message.
-async fn dispatch(
+/// Routes one hub message without waiting: each goes into its writer's latest-wins
+/// queue. Records for vClusters the catalog does not hold are dropped here (the recorder
+/// could not write them anyway), so what waits is bounded by the catalog.
+fn dispatch(
     m: HubMessage,
-    registrations: &mpsc::Sender<Registration>,
-    records: &mpsc::Sender<RecordOp>,
+    catalog: &CatalogRx,
+    registrations: &latest::Sender<Registration>,
+    records: &latest::Sender<RecordOp>,
 ) {
+    let known = |uid: &str| catalog.borrow().vclusters.contains_key(uid);
+    let record = |op: RecordOp| {
+        if !known(op.uid()) {
+            debug!(uid = %op.uid(), "not recording: the agent reports no vCluster with this UID");
+            return;
+        }
+        match records.push(op) {
+            Ok(_) => {}
+            Err(PushError::Closed) => debug!("the recorder stopped; dropping a record"),
+            Err(e @ PushError::Full(_)) => warn!(error = %e, "dropping a record from the hub"),
+        }
+    };
     match m.msg {
         Some(HubMsg::Register(r)) => match messages::registration(r) {
             Ok(reg) => {
                 debug!(uid = %reg.uid, cluster = %reg.rancher_cluster_id, "hub asked to register a vCluster");
-                if registrations.send(reg).await.is_err() {
-                    warn!("the Job controller stopped; dropping a registration request");
+                match registrations.push(reg) {
+                    Ok(latest::Pushed::Replaced) => {
+                        debug!("a newer Register replaced one still waiting for its Job")
+                    }
+                    Ok(latest::Pushed::Queued) => {}
+                    Err(PushError::Closed) => {
+                        warn!("the Job controller stopped; dropping a registration request")
+                    }
+                    Err(e @ PushError::Full(_)) => {
+                        warn!(error = %e, "too many registrations waiting; dropping a registration request")
+                    }
                 }
             }
             Err(e) => warn!(error = %e, "ignoring a Register from the hub"),
         },
         Some(HubMsg::Status(s)) => {
             let state = s.state();
-            let op = RecordOp::Status {
+            // A warning, or (state UNSPECIFIED) a warning-only Status that may withdraw one.
+            if !s.warning.is_empty() || state == vclink_proto::v1::State::Unspecified {
+                record(RecordOp::Warning {
+                    uid: s.uid.clone(),
+                    text: s.warning.clone(),
+                });
+                if state == vclink_proto::v1::State::Unspecified {
+                    return;
+                }
+            }
+            record(RecordOp::Status {
                 uid: s.uid,
                 state,
                 message: s.message,
                 rancher_cluster_id: s.rancher_cluster_id,
                 cluster_name: s.cluster_name,
-            };
-            let _ = records.send(op).await;
+            });
         }
         Some(HubMsg::Forget(f)) => {
             info!(uid = %f.uid, "hub reports the vCluster's Rancher cluster was deleted");
-            let _ = records
-                .send(RecordOp::Forget {
-                    uid: f.uid,
-                    reason: f.reason,
-                })
-                .await;
+            record(RecordOp::Forget {
+                uid: f.uid,
+                reason: f.reason,
+            });
         }
         Some(HubMsg::Welcome(_)) => debug!("ignoring a repeated Welcome"),
         None => debug!("ignoring an empty or unknown hub message"),

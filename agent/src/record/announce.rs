@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use vclink_proto::keys;
 use vclink_proto::v1::exclusion::Kind;
 
-use super::plan::{EventSpec, Plan, RecordOp, clean_text, set, set_state, state};
+use super::ops::{EventSpec, Plan, RecordOp, clean_text, set, set_state, state};
 use crate::watch::Catalog;
 
 /// What was announced per vCluster UID.

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use vclink_proto::keys;
 
-use super::plan::state;
+use super::ops::state;
 
 /// Whether the vCluster may be registered with (or recorded as) a given Rancher cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

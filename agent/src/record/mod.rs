@@ -2,7 +2,9 @@
 //! reading logs: the `vclink.io/` state annotations (written with a JSON merge patch that
 //! touches only those keys, field manager `vclink-agent`) and one Kubernetes Event per
 //! transition. [`plan`] decides (pure, unit-tested); [`Writer`] performs the writes from a
-//! bounded queue, rate-limited, and writes nothing when nothing changed. The writer reads
+//! latest-wins queue (one op per vCluster and [`RecordSlot`], so a vCluster's repeated
+//! Status costs one write however often the hub sends it), rate-limited, and writes
+//! nothing when nothing changed. The writer reads
 //! a Service's current annotations from the published catalog; the watch sends it
 //! nothing, so the dependency runs one way (`record` → `watch`). From the catalog the
 //! writer also derives, on every change, the exclusion state of each vCluster and the
@@ -15,20 +17,69 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 pub(crate) mod announce;
 pub(crate) mod guard;
+pub(crate) mod ops;
 pub(crate) mod plan;
 
-pub use plan::RecordOp;
-use plan::truncate;
-pub(crate) use plan::{clean_text, now_rfc3339, plan};
+pub use ops::RecordOp;
+pub(crate) use ops::clean_text;
+use ops::truncate;
+pub(crate) use plan::{now_rfc3339, plan};
 
+use crate::link::latest;
 use crate::ratelimit::RateLimiter;
 use crate::watch::CatalogRx;
+
+/// Which record ops of one vCluster replace each other while they wait: the newest of a
+/// kind wins, ops of different kinds all get written (in the order their newest values
+/// came). A Job's start and its outcome are separate so the Job UID recorded at the start
+/// (how a restarted agent recognises its Job) is not lost when the outcome follows fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordSlot {
+    /// The hub's Rancher-side state.
+    Status,
+    /// The Rancher cluster was deleted.
+    Forget,
+    /// A registration Job was created.
+    JobStarted,
+    /// A registration Job finished (or could not be created).
+    JobFinished,
+    /// A Register was refused.
+    Refused,
+    /// Excluded or included again.
+    Exclusion,
+    /// The agent's mark.
+    Mark,
+    /// The hub's warning.
+    Warning,
+}
+
+impl latest::Coalesce for RecordOp {
+    type Slot = RecordSlot;
+    fn uid(&self) -> &str {
+        RecordOp::uid(self)
+    }
+    fn slot(&self) -> RecordSlot {
+        use vclink_proto::v1::registration_progress::Phase;
+        match self {
+            RecordOp::Status { .. } => RecordSlot::Status,
+            RecordOp::Forget { .. } => RecordSlot::Forget,
+            RecordOp::Progress {
+                phase: Phase::JobCreated,
+                ..
+            } => RecordSlot::JobStarted,
+            RecordOp::Progress { .. } => RecordSlot::JobFinished,
+            RecordOp::RegisterRefused { .. } => RecordSlot::Refused,
+            RecordOp::Excluded { .. } | RecordOp::Included { .. } => RecordSlot::Exclusion,
+            RecordOp::Mark { .. } => RecordSlot::Mark,
+            RecordOp::Warning { .. } => RecordSlot::Warning,
+        }
+    }
+}
 
 /// A unique Event name for Service `service`: its name, a dot, and 16 hex digits from the
 /// clock and a counter (unique within this process; across agents, the clock).
@@ -52,7 +103,7 @@ struct Overlay {
     written: BTreeMap<String, String>,
 }
 
-/// Performs [`RecordOp`]s from a bounded queue.
+/// Performs [`RecordOp`]s from a latest-wins queue.
 pub(crate) struct Writer {
     client: Client,
     instance: String,
@@ -78,7 +129,7 @@ impl Writer {
 
     /// Processes ops until the queue closes or `cancel` fires, and the ops derived from
     /// every catalog change.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<RecordOp>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut rx: latest::Receiver<RecordOp>, cancel: CancellationToken) {
         let mut catalog = self.catalog.clone();
         // Until the watch task stops (then the queued ops still get recorded).
         let mut watching = true;

@@ -7,155 +7,12 @@
 use std::collections::BTreeMap;
 
 use vclink_proto::keys;
-use vclink_proto::limits::MAX_MESSAGE_TEXT;
 use vclink_proto::v1::State;
-use vclink_proto::v1::exclusion::Kind;
 use vclink_proto::v1::registration_progress::Phase;
 
-/// Values of [`keys::ANNOTATION_STATE`].
-pub mod state {
-    /// Rancher cluster created, registration not started.
-    pub const PENDING: &str = "pending";
-    /// Registration Job running or cluster agent starting.
-    pub const REGISTERING: &str = "registering";
-    /// Rancher's cluster agent is connected.
-    pub const CONNECTED: &str = "connected";
-    /// Rancher lost the cluster agent.
-    pub const DISCONNECTED: &str = "disconnected";
-    /// Something failed; see the last-error annotation.
-    pub const ERROR: &str = "error";
-    /// A user deleted the Rancher cluster.
-    pub const DELETED_IN_RANCHER: &str = "deleted-in-rancher";
-    /// Reported but not imported on purpose; see the excluded-reason annotation.
-    pub const EXCLUDED: &str = "excluded";
-}
-
-/// Something to record on a vCluster's Service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordOp {
-    /// Rancher-side state reported by the hub.
-    Status {
-        uid: String,
-        state: State,
-        message: String,
-        rancher_cluster_id: String,
-        cluster_name: String,
-    },
-    /// Registration Job progress (only real transitions are sent here).
-    Progress {
-        uid: String,
-        phase: Phase,
-        message: String,
-        rancher_cluster_id: String,
-        job_name: String,
-        /// UID of the Job the agent created (recorded for JobCreated; empty otherwise).
-        job_uid: String,
-    },
-    /// The Rancher cluster was deleted by a user.
-    Forget { uid: String, reason: String },
-    /// The vCluster is reported excluded (derived from the catalog).
-    Excluded {
-        uid: String,
-        kind: Kind,
-        reason: String,
-    },
-    /// The vCluster is to be imported (derived from the catalog): undo an exclusion.
-    Included { uid: String },
-    /// Put the agent's mark (label) on the Service.
-    Mark { uid: String },
-    /// A Register was refused by the guard; explain why.
-    RegisterRefused { uid: String, reason: String },
-}
-
-impl RecordOp {
-    /// The vCluster (Service UID) the op is about.
-    pub fn uid(&self) -> &str {
-        match self {
-            RecordOp::Status { uid, .. }
-            | RecordOp::Progress { uid, .. }
-            | RecordOp::Forget { uid, .. }
-            | RecordOp::Excluded { uid, .. }
-            | RecordOp::Included { uid }
-            | RecordOp::Mark { uid }
-            | RecordOp::RegisterRefused { uid, .. } => uid,
-        }
-    }
-}
-
-/// An Event to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSpec {
-    /// Warning rather than Normal.
-    pub warning: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// Message for the user; never a credential.
-    pub note: String,
-}
-
-/// What to write for one op. An empty patch means no API write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// Annotation key → new value (`None` removes it).
-    pub patch: BTreeMap<String, Option<String>>,
-    /// Label key → new value (`None` removes it).
-    pub labels: BTreeMap<String, Option<String>>,
-    /// Event to publish, if any.
-    pub event: Option<EventSpec>,
-}
-
-/// Hub-provided text made safe for annotations and Events: no control characters, bounded.
-pub fn clean_text(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    truncate(s.trim(), MAX_MESSAGE_TEXT)
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
-/// Adds `key=value` to `patch` when it differs from `current`.
-pub(crate) fn set(
-    patch: &mut BTreeMap<String, Option<String>>,
-    current: &BTreeMap<String, String>,
-    key: &str,
-    value: Option<String>,
-) {
-    if current.get(key) != value.as_ref() {
-        patch.insert(key.to_string(), value);
-    }
-}
-
-/// Moves to `new_state` (recording when), returning whether the state changed.
-pub(crate) fn set_state(
-    patch: &mut BTreeMap<String, Option<String>>,
-    current: &BTreeMap<String, String>,
-    new_state: &str,
-    now: &str,
-) -> bool {
-    if current.get(keys::ANNOTATION_STATE).map(String::as_str) == Some(new_state) {
-        return false;
-    }
-    patch.insert(
-        keys::ANNOTATION_STATE.to_string(),
-        Some(new_state.to_string()),
-    );
-    patch.insert(
-        keys::ANNOTATION_STATE_SINCE.to_string(),
-        Some(now.to_string()),
-    );
-    true
-}
+use super::ops::{
+    ANNOTATION_WARNING, EventSpec, Plan, RecordOp, clean_text, set, set_state, state,
+};
 
 fn named(name: &str, id: &str) -> String {
     match (name.is_empty(), id.is_empty()) {
@@ -401,6 +258,20 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
         RecordOp::RegisterRefused { reason, .. } => {
             return super::announce::plan_register_refused(reason, current);
         }
+        RecordOp::Warning { text, .. } => {
+            // Recorded on the Service; a new or changed warning is one Warning Event.
+            let text = clean_text(text);
+            let value = Some(text.clone()).filter(|t| !t.is_empty());
+            let new = value.is_some() && current.get(ANNOTATION_WARNING) != value.as_ref();
+            set(&mut p.patch, current, ANNOTATION_WARNING, value);
+            if new {
+                p.event = Some(EventSpec {
+                    warning: true,
+                    reason: "HubWarning",
+                    note: text,
+                });
+            }
+        }
     }
     p
 }
@@ -416,6 +287,7 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vclink_proto::limits::MAX_MESSAGE_TEXT;
 
     const NOW: &str = "2024-05-01T10:00:00Z";
 
@@ -614,6 +486,31 @@ mod tests {
     #[test]
     fn long_text_is_bounded() {
         assert!(clean_text(&"é".repeat(5000)).len() <= MAX_MESSAGE_TEXT);
+    }
+
+    #[test]
+    fn a_new_hub_warning_is_recorded_with_one_warning_event_and_can_be_withdrawn() {
+        let op = |text: &str| RecordOp::Warning {
+            uid: "u".into(),
+            text: text.into(),
+        };
+        let text = "a Rancher cluster fleet-default/x claims this vCluster but was not created by vclink; it is ignored";
+        let p = plan(&op(text), &BTreeMap::new(), NOW);
+        assert_eq!(p.patch[ANNOTATION_WARNING], Some(text.into()));
+        assert!(!p.patch.contains_key(keys::ANNOTATION_STATE), "the state stays");
+        let ev = p.event.expect("one Warning Event");
+        assert!(ev.warning && ev.note == text);
+        // The same warning again (a reconnect): nothing.
+        let current = BTreeMap::from([(ANNOTATION_WARNING.to_string(), text.to_string())]);
+        assert_eq!(plan(&op(text), &current, NOW), Plan::default());
+        // Another one: recorded and announced.
+        let p = plan(&op("another"), &current, NOW);
+        assert!(p.event.is_some_and(|e| e.warning));
+        // Withdrawn: the annotation goes, no Event.
+        let p = plan(&op(""), &current, NOW);
+        assert_eq!(p.patch[ANNOTATION_WARNING], None);
+        assert!(p.event.is_none());
+        assert_eq!(plan(&op(""), &BTreeMap::new(), NOW), Plan::default());
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn service_watch(
     let services: Api<Service> = Api::all(client.clone());
     watcher::watcher(services, watcher::Config::default().labels(selector))
         .default_backoff()
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::error_line(&e))
         .boxed()
 }
 
@@ -126,7 +126,7 @@ pub(crate) async fn run(
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let mut ns_stream = watcher::watcher(namespaces, watcher::Config::default())
         .default_backoff()
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::error_line(&e))
         .boxed();
 
     let mut inv = Inventory::new(selector);

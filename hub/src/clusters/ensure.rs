@@ -7,6 +7,15 @@
 //! tried — two vClusters are never merged into one cluster. What was written goes
 //! straight into the index ([`Known::record_written`]), so the next decision sees the
 //! object even before its watch event arrives.
+//!
+//! Every cluster the hub creates or takes over carries its proofs (`core::proof`): the
+//! create-time proof on the create itself, the UID-bound one patched right after
+//! ([`seal`], also run later for a cluster that has only the first, after a crash), both
+//! in the one patch of an adoption or a reclaim. Two proven clusters for one vCluster
+//! stop [`ensure`] with an error the vCluster's owner sees.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
 use vclink_proto::names::{cluster_name, requested_name};
@@ -14,6 +23,7 @@ use vclink_proto::v1::VCluster;
 
 use crate::core::decide::DeleteReason;
 use crate::core::index::{NameUse, ProvCluster, VcKey};
+use crate::core::proof::{ProofKey, Signed, Subject, Trust, sign_both, sign_create, sign_uid};
 use crate::rancher::clusters::ProvClusters;
 use crate::state::Hub;
 
@@ -35,6 +45,18 @@ pub enum ReconcileError {
     /// Every candidate name is taken by other objects.
     #[error("no free cluster name after {MAX_NAME_ATTEMPTS} attempts")]
     NoFreeName,
+    /// Several clusters the hub can prove it made claim the vCluster.
+    #[error(
+        "several Rancher clusters made by vclink claim this vCluster ({}); vclink acts on none of them until all but one are deleted",
+        .0.join(", ")
+    )]
+    Duplicate(Vec<String>),
+    /// The cluster to take over was replaced by another object of the same name.
+    #[error("cluster {name} was replaced by another object while being taken over")]
+    Replaced {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl ReconcileError {
@@ -47,6 +69,8 @@ impl ReconcileError {
             } if e.code == 403 || e.code == 400 || e.code == 422 => "api_denied",
             Self::Api { .. } => "api",
             Self::NoFreeName => "no_free_name",
+            Self::Duplicate(_) => "duplicate",
+            Self::Replaced { .. } => "replaced",
         }
     }
 
@@ -75,6 +99,12 @@ pub trait Known: Send + Sync {
     /// The hub is deleting `key`'s cluster (`true`) or gave up (`false`), so its
     /// watch's delete event is (not) taken for a user's deletion.
     fn deleting_by_us(&self, key: &VcKey, yes: bool);
+    /// The proven clusters of `key` when there are several.
+    fn duplicates(&self, key: &VcKey) -> Option<Vec<String>>;
+    /// `key`'s cluster when it carries only the create-time proof (it needs [`seal`]).
+    fn unsealed(&self, key: &VcKey) -> Option<ProvCluster>;
+    /// The proof key and the workspace the clusters live in.
+    fn signing(&self) -> (Arc<ProofKey>, String);
 }
 
 impl Known for Hub {
@@ -97,6 +127,76 @@ impl Known for Hub {
         } else {
             w.index.unmark_deleting_by_us(key);
         }
+    }
+
+    fn duplicates(&self, key: &VcKey) -> Option<Vec<String>> {
+        self.world().index.duplicate_clusters(key)
+    }
+
+    fn unsealed(&self, key: &VcKey) -> Option<ProvCluster> {
+        self.world()
+            .index
+            .prov_for(key)
+            .filter(|p| p.trust == Trust::ProvenAtCreate && !p.deleting)
+            .cloned()
+    }
+
+    fn signing(&self) -> (Arc<ProofKey>, String) {
+        (self.cfg.proof_key.clone(), self.cfg.workspace.clone())
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn subject<'a>(workspace: &'a str, name: &'a str, key: &'a VcKey) -> Subject<'a> {
+    Subject {
+        namespace: workspace,
+        name,
+        host: &key.host,
+        svc_uid: &key.uid,
+    }
+}
+
+/// Both proofs for `key` on the existing object `name` (UID `uid`).
+fn sign_existing(known: &impl Known, key: &VcKey, name: &str, uid: &str) -> Signed {
+    let (proof_key, workspace) = known.signing();
+    sign_both(&proof_key, &subject(&workspace, name, key), unix_now(), uid)
+}
+
+/// Writes the UID-bound proof on `p`, a cluster the hub created that carries only the
+/// create-time proof (just created, or a crash came between create and patch).
+pub async fn seal(
+    known: &impl Known,
+    clusters: &impl ProvClusters,
+    p: &ProvCluster,
+) -> Result<(), ReconcileError> {
+    let Some(key) = &p.key else {
+        return Ok(());
+    };
+    let (proof_key, workspace) = known.signing();
+    let proof_uid = sign_uid(&proof_key, &subject(&workspace, &p.name, key), &p.uid);
+    let sealed = clusters
+        .seal(&p.name, &proof_uid)
+        .await
+        .map_err(api(format!("writing the proof on cluster {}", p.name)))?;
+    known.record_written(sealed);
+    Ok(())
+}
+
+/// [`seal`] for `key`'s cluster if it needs it.
+pub async fn seal_if_needed(
+    known: &impl Known,
+    clusters: &impl ProvClusters,
+    key: &VcKey,
+) -> Result<(), ReconcileError> {
+    match known.unsealed(key) {
+        Some(p) => seal(known, clusters, &p).await,
+        None => Ok(()),
     }
 }
 
@@ -124,6 +224,9 @@ pub async fn ensure(
     key: &VcKey,
     vc: &VCluster,
 ) -> Result<(), ReconcileError> {
+    if let Some(names) = known.duplicates(key) {
+        return Err(ReconcileError::Duplicate(names));
+    }
     if adopt(known, clusters, key, vc).await? {
         return Ok(());
     }
@@ -134,19 +237,28 @@ pub async fn ensure(
             NameUse::Other => continue,
             NameUse::Free => {}
         }
-        match clusters.create(&name, key, vc).await {
+        let proof = {
+            let (proof_key, workspace) = known.signing();
+            sign_create(&proof_key, &subject(&workspace, &name, key), unix_now())
+        };
+        match clusters.create(&name, key, vc, &proof).await {
             Ok(created) => {
                 tracing::info!(host = %key.host, uid = %key.uid, cluster = %name, "created Rancher cluster");
-                known.record_written(created);
-                return Ok(());
+                known.record_written(created.clone());
+                return seal(known, clusters, &created).await;
             }
             Err(e) if is_status(&e, 409) => {
                 let existing = clusters
                     .get(&name)
                     .await
                     .map_err(api(format!("reading cluster {name} after a name conflict")))?;
-                if existing.key.as_ref() == Some(key) {
-                    known.record_written(existing);
+                // Ours only with our proof: a forged copy of our labels holds the name
+                // like any other object.
+                if existing.key.as_ref() == Some(key) && existing.trust.is_proven() {
+                    known.record_written(existing.clone());
+                    if existing.trust == Trust::ProvenAtCreate {
+                        return seal(known, clusters, &existing).await;
+                    }
                     return Ok(());
                 }
                 tracing::info!(host = %key.host, uid = %key.uid, cluster = %name, "name taken by another object; trying the next candidate");
@@ -175,8 +287,14 @@ async fn adopt(
     let Some(name) = known.legacy_cluster(key) else {
         return Ok(false);
     };
+    // Its UID, to bind the proof to this very object.
+    let existing = clusters
+        .get(&name)
+        .await
+        .map_err(api(format!("reading cluster {name} to adopt it")))?;
+    let proofs = sign_existing(known, key, &name, &existing.uid);
     let prov = clusters
-        .label(&name, key, vc)
+        .label(&name, key, vc, &proofs)
         .await
         .map_err(api(format!("adopting cluster {name}")))?;
     if let Some(id) = &prov.mgmt_id {
@@ -188,6 +306,53 @@ async fn adopt(
     tracing::info!(host = %key.host, uid = %key.uid, cluster = %name, "adopted a cluster of the vcluster-rancher-operator");
     known.record_written(prov);
     Ok(true)
+}
+
+/// Moves the cluster `name` of a reinstalled vCluster (same host, namespace and name;
+/// old Service UID `from_svc_uid`) to `key`: puts the new vCluster's labels on it and on
+/// its management cluster. No delete and no second create; owner bindings are keyed
+/// by the cluster and stay. `uid` is the object the decision was made about: if the
+/// name now holds another object, nothing more is written (an error; the next decision
+/// starts over from the index).
+pub async fn reclaim(
+    known: &impl Known,
+    clusters: &impl ProvClusters,
+    key: &VcKey,
+    name: &str,
+    uid: &str,
+    from_svc_uid: &str,
+    vc: &VCluster,
+) -> Result<(), ReconcileError> {
+    // Read first (a reinstall is rare; the extra request is cheap): only the very object
+    // decided about, still labelled for the old UID of this host, is relabelled.
+    let current = clusters
+        .get(name)
+        .await
+        .map_err(api(format!("reading cluster {name} before taking it over")))?;
+    let old = VcKey::new(&key.host, from_svc_uid);
+    if current.uid != uid || current.key.as_ref() != Some(&old) {
+        known.record_written(current);
+        return Err(ReconcileError::Replaced {
+            name: name.to_string(),
+        });
+    }
+    // Proofs for the new Service UID, bound to the object the decision was about: on a
+    // replaced object they do not verify.
+    let proofs = sign_existing(known, key, name, uid);
+    let prov = clusters
+        .label(name, key, vc, &proofs)
+        .await
+        .map_err(api(format!("taking over cluster {name}")))?;
+    if let Some(id) = &prov.mgmt_id {
+        clusters
+            .label_mgmt(id, key, vc)
+            .await
+            .map_err(api(format!("labelling management cluster {id}")))?;
+    }
+    tracing::info!(host = %key.host, uid = %key.uid, old_uid = %from_svc_uid, cluster = %name,
+        "reinstalled vCluster (new Service UID) took over its Rancher cluster");
+    known.record_written(prov);
+    Ok(())
 }
 
 /// Deletes the provisioning cluster `name` (precondition: its UID), remembering that

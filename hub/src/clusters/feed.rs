@@ -1,6 +1,8 @@
 //! What the Rancher watches do to the hub's state: each reduced event updates the index
 //! under the lock, and the vCluster keys it affects go to the work queue at once. The
-//! first complete list of every watch makes the hub ready to accept agents.
+//! first complete list of every watch makes the hub ready to accept agents. A change of
+//! a management cluster also re-checks its host's opt-in: a live stream of a host that
+//! lost the label is closed (PERMISSION_DENIED).
 
 use std::time::Instant;
 
@@ -33,6 +35,11 @@ impl Feed for Hub {
     }
 
     fn mgmt(&self, op: Op<MgmtCluster>) {
+        // A host whose cluster lost its opt-in label (or is gone) loses its stream.
+        let hosts = match &op {
+            Op::Apply(m) | Op::Delete(m) => vec![m.id.clone()],
+            Op::Replace(_) => self.live_hosts(),
+        };
         let keys = {
             let mut w = self.world();
             match op {
@@ -41,6 +48,7 @@ impl Feed for Hub {
                 Op::Replace(all) => w.index.replace_mgmt(all),
             }
         };
+        self.close_not_opted_in(hosts.iter().map(String::as_str));
         self.queue.add_all(keys);
     }
 

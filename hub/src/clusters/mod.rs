@@ -7,9 +7,13 @@
 //! - [`workers`]: take a key, run `core::decide`, send messages, carry out writes.
 //! - [`ensure`]: adopt / create under a free name / delete, generic over the
 //!   `rancher::clusters::ProvClusters` seam (unit-tested against a fake).
+//! - [`proofkey`]: the key of the hub's proofs, read (or created once) at start.
+//! - [`warn`]: tells a vCluster's owner about clusters that claim it without proof.
 //! - [`resync`]: every known vCluster re-evaluated from memory now and then.
 
 pub mod ensure;
 pub mod feed;
+pub mod proofkey;
 pub mod resync;
+pub mod warn;
 pub mod workers;

@@ -68,16 +68,20 @@ mod tests {
         // One vCluster known only from Rancher (its host's agent is away), one only from
         // its agent (no Rancher cluster yet).
         let imported = VcKey::new("c-m-host0001", "00000000-0000-4000-8000-000000000001");
-        hub.world().index.apply_prov(ProvCluster {
-            name: "c-m-host0001-team-a-vc1".into(),
-            uid: "p-uid".into(),
-            key: Some(imported.clone()),
-            mgmt_id: Some("c-m-abcd1234".into()),
-            ready: false,
-            deleting: false,
-            project: None,
-            version: 1,
-        });
+        hub.world().index.apply_prov(
+            ProvCluster {
+                name: "c-m-host0001-team-a-vc1".into(),
+                uid: "p-uid".into(),
+                key: Some(imported.clone()),
+                mgmt_id: Some("c-m-abcd1234".into()),
+                ready: false,
+                deleting: false,
+                project: None,
+                version: 1,
+                ..Default::default()
+            }
+            .proven(),
+        );
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let stream = hub.attach("c-m-host0002", tx, CancellationToken::new());
         let reported = VCluster {

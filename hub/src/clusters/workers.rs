@@ -5,14 +5,16 @@
 //! key is retried with backoff.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use vclink_proto::v1::{Forget, HubMessage, Register, State, Status, hub_message::Msg};
 
 use super::ensure::{self, ReconcileError};
-use crate::core::decide::{Action, HostView, Input, PerVc, decide};
+use crate::core::decide::{
+    Action, HostView, Input, PerVc, Predecessor, Successor, Timer, Timers, decide,
+};
 use crate::core::index::{TokenState, VcKey};
 use crate::rancher::clusters::ProvClusters;
 use crate::state::{Hub, World};
@@ -56,7 +58,11 @@ async fn run_worker<P: ProvClusters>(
         // Whatever changed for this vCluster (cluster, labels, reported project) may
         // change its owner bindings too.
         hub.notify_owners(&key);
-        if io.is_empty() {
+        // Unproven clusters claiming it: its owner is told (core::proof).
+        super::warn::sync(&hub, &key);
+        // Our cluster with only its create-time proof gets the UID-bound one.
+        let seal = ensure::Known::unsealed(hub.as_ref(), &key).is_some();
+        if io.is_empty() && !seal {
             hub.queue.succeeded(&key);
             hub.queue.done(&key);
             continue;
@@ -64,7 +70,13 @@ async fn run_worker<P: ProvClusters>(
         let (hub, rancher, writes) = (hub.clone(), rancher.clone(), writes.clone());
         tokio::spawn(async move {
             let _permit = writes.acquire_owned().await;
-            match write(&hub, rancher.as_ref(), &key, io).await {
+            let result = async {
+                if seal {
+                    ensure::seal_if_needed(hub.as_ref(), rancher.as_ref(), &key).await?;
+                }
+                write(&hub, rancher.as_ref(), &key, io).await
+            };
+            match result.await {
                 Ok(()) => hub.queue.succeeded(&key),
                 Err(e) => {
                     hub.metrics.reconcile_error(e.kind());
@@ -110,6 +122,12 @@ async fn write(
     for action in io {
         match action {
             Action::Create(vc) => ensure::ensure(hub, rancher, key, &vc).await?,
+            Action::Reclaim {
+                name,
+                uid,
+                from_svc_uid,
+                vc,
+            } => ensure::reclaim(hub, rancher, key, &name, &uid, &from_svc_uid, &vc).await?,
             Action::Delete { name, uid, reason } => {
                 ensure::delete(hub, rancher, key, &name, uid, reason).await?
             }
@@ -123,22 +141,57 @@ async fn write(
 /// ones that need the API.
 fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
     let now = Instant::now();
+    let wall_now = SystemTime::now();
     let mut w = hub.world();
     let actions = {
-        let World { index, hosts } = &*w;
+        let World {
+            index,
+            hosts,
+            timers,
+        } = &*w;
         let empty = PerVc::default();
-        let host = hosts.get(&key.host).map(|h| HostView {
-            reported: h.reported.get(&key.uid),
+        let no_timers = Timers::default();
+        let live = hosts.get(&key.host);
+        let reported = live.and_then(|h| h.reported.get(&key.uid));
+        let host = live.map(|h| HostView {
+            reported,
+            refused: h.admission.refusal(&key.uid).map(|r| r.message.as_str()),
             snapshot_complete: h.snapshot_complete,
             per_vc: h.per_vc.get(&key.uid).unwrap_or(&empty),
         });
         let prov = index.prov_for(key);
         let mgmt_id = prov.and_then(|p| p.mgmt_id.as_deref());
+        // A reinstall: the Service of the same namespace and name under another UID.
+        let successor = live.and_then(|h| {
+            let (ns, name) = prov?.vcluster.as_ref()?;
+            let uid = h.by_name.get(&(ns.clone(), name.clone()))?;
+            (uid != &key.uid).then_some(())?;
+            Some(Successor {
+                vc: h.reported.get(uid)?,
+                has_cluster: index.prov_for(&VcKey::new(&key.host, uid)).is_some(),
+            })
+        });
+        let predecessor = match (live, reported, prov) {
+            (Some(h), Some(vc), None) => index
+                .provs_for_vcluster(&key.host, &vc.namespace, &vc.name)
+                .find(|p| p.key.as_ref().is_some_and(|k| k.uid != key.uid))
+                .map(|p| {
+                    let old = p.key.as_ref().map(|k| k.uid.as_str()).unwrap_or_default();
+                    Predecessor {
+                        prov: p,
+                        reported: h.reported.contains_key(old),
+                        deleting_by_us: index.is_deleting_by_us(&VcKey::new(&key.host, old)),
+                    }
+                }),
+            _ => None,
+        };
         decide(&Input {
             key,
             now,
+            wall_now,
             grace: hub.cfg.grace,
             host,
+            timers: timers.get(key).unwrap_or(&no_timers),
             prov,
             mgmt: mgmt_id.and_then(|id| index.mgmt(id)),
             token: mgmt_id
@@ -147,31 +200,53 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
             user_deleted: index.is_user_deleted(key),
             deleting_by_us: index.is_deleting_by_us(key),
             owner_problem: index.owner_problem(key),
+            successor,
+            predecessor,
         })
     };
     let (tls_mode, ca_certs) = hub.registration_tls(&w.index.settings);
-    let World { index, hosts } = &mut *w;
+    let World {
+        index,
+        hosts,
+        timers,
+    } = &mut *w;
     let mut io = Vec::new();
     for a in actions {
+        // Timers are the hub's, not the stream's.
+        match &a {
+            Action::StartTimer(t) => {
+                let e = timers.entry(key.clone()).or_default();
+                match t {
+                    Timer::Removed => e.removed = Some(now),
+                    Timer::Missing => e.missing = Some(now),
+                    Timer::Unimport => e.unimport = Some((now, wall_now)),
+                }
+                continue;
+            }
+            Action::ClearTimer(t) => {
+                if let Some(e) = timers.get_mut(key) {
+                    match t {
+                        Timer::Removed => e.removed = None,
+                        Timer::Missing => e.missing = None,
+                        Timer::Unimport => e.unimport = None,
+                    }
+                }
+                continue;
+            }
+            Action::Reclaim { from_svc_uid, .. } => {
+                // The old key's grace ends here: its cluster moves to this vCluster.
+                timers.remove(&VcKey::new(&key.host, from_svc_uid));
+            }
+            _ => {}
+        }
         let Some(h) = hosts.get_mut(&key.host) else {
             break;
         };
         match a {
-            Action::Create(_) | Action::Delete { .. } => io.push(a),
+            Action::Create(_) | Action::Delete { .. } | Action::Reclaim { .. } => io.push(a),
+            Action::StartTimer(_) | Action::ClearTimer(_) => {}
             Action::RequeueAt(t) => hub.queue.add_at(key.clone(), t),
             Action::ClearUserDeleted => index.clear_user_deleted(key),
-            Action::MarkMissing => {
-                h.per_vc.entry(key.uid.clone()).or_default().missing_since = Some(now)
-            }
-            Action::ClearMissing => {
-                h.per_vc.entry(key.uid.clone()).or_default().missing_since = None
-            }
-            Action::ClearRemoveRequested => {
-                h.per_vc
-                    .entry(key.uid.clone())
-                    .or_default()
-                    .remove_requested = false
-            }
             Action::Register {
                 mgmt_id,
                 cluster_name,
@@ -214,6 +289,8 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
                     message: message.clone(),
                     rancher_cluster_id: mgmt_id.clone(),
                     cluster_name: cluster_name.clone(),
+                    // The warning travels on its own Status (clusters::warn).
+                    ..Default::default()
                 };
                 if hub.send(
                     h,
@@ -243,12 +320,12 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
             }
         }
     }
-    // Keep stream memory only for vClusters that still need it.
+    if timers.get(key).is_some_and(Timers::is_empty) {
+        timers.remove(key);
+    }
+    // Keep stream memory only for vClusters that are reported.
     if let Some(h) = hosts.get_mut(&key.host)
         && !h.reported.contains_key(&key.uid)
-        && h.per_vc
-            .get(&key.uid)
-            .is_some_and(|p| p.missing_since.is_none() && !p.remove_requested)
     {
         h.per_vc.remove(&key.uid);
     }

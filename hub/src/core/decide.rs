@@ -1,24 +1,41 @@
 //! What to do next for one vCluster, as a pure function of what the hub knows: the
-//! agent's report (from the host's live stream), the Rancher objects (from the index)
-//! and what was already said on this stream. The controller's workers gather the input
-//! under the lock, call [`decide`], and carry out the actions; everything that can be
-//! wrong about ordering or deletion safety is tested here without I/O.
+//! agent's report (from the host's live stream), the Rancher objects (from the index),
+//! the hub's timers of the vCluster and what was already said on this stream. The
+//! controller's workers gather the input under the lock, call [`decide`], and carry out
+//! the actions; everything that can be wrong about ordering or deletion safety is tested
+//! here without I/O.
+//!
+//! # When a Rancher cluster is deleted
+//!
+//! Only with all of: a cluster of this very key (the index holds only clusters the hub
+//! can prove it made), a live stream of its host at decision time, and one of these
+//! timers (hub memory keyed by [`VcKey`], see [`Timers`]: they survive the host's stream
+//! reconnecting and are lost only when the hub restarts) having run for `--removal-grace`:
+//!
+//! - **removed**: the agent sent `Remove` (it confirmed the Service was deleted);
+//! - **missing**: a complete snapshot of the host lacked it (a snapshot that contains
+//!   it again clears the timer; a reconnect does not restart it);
+//! - **un-import**: it is reported with `vclink.io/import: "false"` (exclusion kind
+//!   UNIMPORT); an `Upsert` without it clears the timer.
+//!
+//! Never deleted: a vCluster reported as EXCLUDED or INVALID (Status EXCLUDED with the
+//! reason and its existing cluster, if any), one refused by the scope rules (Status
+//! ERROR with the reason), one whose host has no live stream, and a removed or missing
+//! one while its host reports a Service of the same namespace and name under a new UID
+//! (a reinstall: that vCluster reclaims the cluster, [`Action::Reclaim`]).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use vclink_proto::Secret;
+use vclink_proto::v1::exclusion::Kind as ExclusionKind;
 use vclink_proto::v1::{State, VCluster};
 
 use crate::core::index::{Conn, MgmtCluster, ProvCluster, TokenState, VcKey};
 
 /// Per-vCluster memory of a live stream (lost with the stream, on purpose: a new stream
-/// gets Register and Status again).
+/// gets Register and Status again). Deletion timers are not here but in [`Timers`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PerVc {
-    /// When a complete snapshot first lacked this vCluster.
-    pub missing_since: Option<Instant>,
-    /// The agent sent Remove for it.
-    pub remove_requested: bool,
     /// Last Status sent: (state, message, rancher id, cluster name).
     pub last_status: Option<(State, String, String, String)>,
     /// Register sent: (management id, manifest URL). Resent only for a new token.
@@ -29,6 +46,40 @@ pub struct PerVc {
     pub failures: u32,
     /// Forget was sent on this stream.
     pub forgotten: bool,
+    /// The last `Status.warning` sent (unproven clusters claiming it, see
+    /// `clusters::warn`); empty: none.
+    pub warning: String,
+}
+
+/// The hub's deletion timers of one vCluster, kept per [`VcKey`] outside any stream so
+/// that a host whose stream keeps dropping still sees its grace end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// When the agent sent `Remove` (the Service was confirmed deleted).
+    pub removed: Option<Instant>,
+    /// When a complete snapshot first lacked the vCluster.
+    pub missing: Option<Instant>,
+    /// When it was first reported with `vclink.io/import: "false"`, also as wall-clock
+    /// time (the Status names the deletion time).
+    pub unimport: Option<(Instant, SystemTime)>,
+}
+
+impl Timers {
+    /// No timer runs.
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_none() && self.missing.is_none() && self.unimport.is_none()
+    }
+}
+
+/// One of the [`Timers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// [`Timers::removed`].
+    Removed,
+    /// [`Timers::missing`].
+    Missing,
+    /// [`Timers::unimport`].
+    Unimport,
 }
 
 /// The host stream's view of one vCluster.
@@ -36,10 +87,35 @@ pub struct PerVc {
 pub struct HostView<'a> {
     /// The vCluster as last reported, if it is in the reported set.
     pub reported: Option<&'a VCluster>,
+    /// Why the hub refuses this reported vCluster (foreign project, foreign cluster,
+    /// over a limit): it is held as "reported but refused".
+    pub refused: Option<&'a str>,
     /// A complete snapshot arrived on this stream.
     pub snapshot_complete: bool,
     /// Stream memory for this vCluster.
     pub per_vc: &'a PerVc,
+}
+
+/// For an unreported vCluster with a cluster: a Service of the same namespace and name
+/// the host reports under another UID (a reinstall).
+#[derive(Clone, Copy, Debug)]
+pub struct Successor<'a> {
+    /// As reported.
+    pub vc: &'a VCluster,
+    /// It has a cluster of its own key already.
+    pub has_cluster: bool,
+}
+
+/// For a reported vCluster without a cluster: the cluster of the same host, namespace
+/// and name under another Service UID.
+#[derive(Clone, Copy, Debug)]
+pub struct Predecessor<'a> {
+    /// That cluster.
+    pub prov: &'a ProvCluster,
+    /// The host still reports that other UID (then it is no predecessor).
+    pub reported: bool,
+    /// The hub is deleting it.
+    pub deleting_by_us: bool,
 }
 
 /// Everything [`decide`] looks at.
@@ -49,10 +125,14 @@ pub struct Input<'a> {
     pub key: &'a VcKey,
     /// Now.
     pub now: Instant,
+    /// Now on the wall clock (only for messages).
+    pub wall_now: SystemTime,
     /// --removal-grace.
     pub grace: Duration,
     /// The host's live stream; `None` when the host has none (then nothing happens).
     pub host: Option<HostView<'a>>,
+    /// The hub's timers of this vCluster.
+    pub timers: &'a Timers,
     /// Its provisioning cluster.
     pub prov: Option<&'a ProvCluster>,
     /// Its management cluster.
@@ -66,15 +146,21 @@ pub struct Input<'a> {
     /// Why its owner bindings cannot be kept (owner sync); shown as an ERROR status once
     /// the management cluster exists.
     pub owner_problem: Option<&'a str>,
+    /// See [`Successor`].
+    pub successor: Option<Successor<'a>>,
+    /// See [`Predecessor`].
+    pub predecessor: Option<Predecessor<'a>>,
 }
 
 /// Why the hub deletes a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeleteReason {
-    /// The agent sent Remove.
+    /// The agent sent Remove and the grace passed.
     Removed,
     /// Complete snapshots lacked it for the whole grace period.
     MissingFromSnapshot,
+    /// It was reported with `vclink.io/import: "false"` for the whole grace period.
+    Unimported,
 }
 
 impl DeleteReason {
@@ -83,6 +169,7 @@ impl DeleteReason {
         match self {
             Self::Removed => "removed",
             Self::MissingFromSnapshot => "missing_from_snapshot",
+            Self::Unimported => "unimported",
         }
     }
 }
@@ -92,18 +179,24 @@ impl DeleteReason {
 pub enum Action {
     /// Create (or adopt) the provisioning cluster.
     Create(VCluster),
+    /// Move the cluster `name` (object UID `uid`) of the reinstalled vCluster whose
+    /// Service UID was `from_svc_uid` to this one: relabel, no delete, no create.
+    Reclaim {
+        name: String,
+        uid: String,
+        from_svc_uid: String,
+        vc: VCluster,
+    },
     /// Delete the provisioning cluster `name` (labels already checked).
     Delete {
         name: String,
         uid: String,
         reason: DeleteReason,
     },
-    /// Start the grace period now.
-    MarkMissing,
-    /// The vCluster is back: stop the grace period.
-    ClearMissing,
-    /// Forget that Remove was asked (done, or nothing to delete).
-    ClearRemoveRequested,
+    /// Start this timer now.
+    StartTimer(Timer),
+    /// Stop this timer.
+    ClearTimer(Timer),
     /// Reconcile again at this time.
     RequeueAt(Instant),
     /// Send Register.
@@ -139,36 +232,93 @@ pub fn decide(i: &Input<'_>) -> Vec<Action> {
     }
 }
 
+fn kind(vc: &VCluster) -> ExclusionKind {
+    vc.exclusion
+        .as_ref()
+        .and_then(|e| ExclusionKind::try_from(e.kind).ok())
+        .unwrap_or(ExclusionKind::Unspecified)
+}
+
+fn exclusion_reason(vc: &VCluster) -> &str {
+    vc.exclusion.as_ref().map_or("", |e| e.reason.as_str())
+}
+
+fn clear(out: &mut Vec<Action>, set: bool, t: Timer) {
+    if set {
+        out.push(Action::ClearTimer(t));
+    }
+}
+
 fn decide_unreported(i: &Input<'_>, host: HostView<'_>, prov: Option<&ProvCluster>) -> Vec<Action> {
-    let pv = host.per_vc;
+    let t = i.timers;
+    let mut out = Vec::new();
+    // Not reported: no un-import (the removed / missing rules take over).
+    clear(&mut out, t.unimport.is_some(), Timer::Unimport);
     let Some(prov) = prov else {
-        let mut out = Vec::new();
-        if pv.remove_requested {
-            out.push(Action::ClearRemoveRequested);
-        }
-        if pv.missing_since.is_some() {
-            out.push(Action::ClearMissing);
-        }
+        // Nothing to delete: nothing to time.
+        clear(&mut out, t.removed.is_some(), Timer::Removed);
+        clear(&mut out, t.missing.is_some(), Timer::Missing);
         return out;
     };
     if prov.deleting || i.deleting_by_us {
-        return Vec::new();
+        return out;
+    }
+    // The host reports a Service of the same namespace and name under a new UID that
+    // has no cluster of its own: that reinstall reclaims this cluster; never delete it
+    // meanwhile. (Being un-imported, it does not want the cluster.)
+    if i.successor
+        .is_some_and(|s| !s.has_cluster && kind(s.vc) != ExclusionKind::Unimport)
+    {
+        return out;
     }
     let delete = |reason| Action::Delete {
         name: prov.name.clone(),
         uid: prov.uid.clone(),
         reason,
     };
-    if pv.remove_requested {
-        return vec![delete(DeleteReason::Removed), Action::ClearRemoveRequested];
+    if let Some(at) = t.removed {
+        let due = at + i.grace;
+        out.push(if i.now >= due {
+            delete(DeleteReason::Removed)
+        } else {
+            Action::RequeueAt(due)
+        });
+        return out;
     }
     if !host.snapshot_complete {
-        return Vec::new();
+        return out;
     }
-    match pv.missing_since {
-        None => vec![Action::MarkMissing, Action::RequeueAt(i.now + i.grace)],
-        Some(t) if i.now >= t + i.grace => vec![delete(DeleteReason::MissingFromSnapshot)],
-        Some(t) => vec![Action::RequeueAt(t + i.grace)],
+    match t.missing {
+        None => {
+            out.push(Action::StartTimer(Timer::Missing));
+            out.push(Action::RequeueAt(i.now + i.grace));
+        }
+        Some(at) if i.now >= at + i.grace => out.push(delete(DeleteReason::MissingFromSnapshot)),
+        Some(at) => out.push(Action::RequeueAt(at + i.grace)),
+    }
+    out
+}
+
+/// Pushes a Status unless it is the last one sent on this stream.
+fn push_status(
+    out: &mut Vec<Action>,
+    pv: &PerVc,
+    state: State,
+    message: &str,
+    mgmt_id: &str,
+    name: &str,
+) {
+    let same = pv
+        .last_status
+        .as_ref()
+        .is_some_and(|(s, m, id, n)| *s == state && m == message && id == mgmt_id && n == name);
+    if !same {
+        out.push(Action::Status {
+            state,
+            message: message.to_string(),
+            mgmt_id: mgmt_id.to_string(),
+            cluster_name: name.to_string(),
+        });
     }
 }
 
@@ -179,12 +329,14 @@ fn decide_reported(
     prov: Option<&ProvCluster>,
 ) -> Vec<Action> {
     let pv = host.per_vc;
+    let t = i.timers;
     let mut out = Vec::new();
-    if pv.missing_since.is_some() {
-        out.push(Action::ClearMissing);
-    }
-    if pv.remove_requested {
-        out.push(Action::ClearRemoveRequested);
+    // Reported: it exists.
+    clear(&mut out, t.missing.is_some(), Timer::Missing);
+    clear(&mut out, t.removed.is_some(), Timer::Removed);
+    let kind = kind(vc);
+    if kind != ExclusionKind::Unimport {
+        clear(&mut out, t.unimport.is_some(), Timer::Unimport);
     }
     if vc.rancher_cluster_deleted {
         // The agent keeps the user's deletion on its Service: do not import again.
@@ -192,6 +344,31 @@ fn decide_reported(
             out.push(Action::ClearUserDeleted);
         }
         return out;
+    }
+    // The existing cluster, named in every Status so the Service keeps pointing at it.
+    let live = prov.filter(|p| !p.deleting);
+    let name = live.map(|p| p.name.as_str()).unwrap_or_default();
+    let mgmt_id = live.and_then(|p| p.mgmt_id.as_deref()).unwrap_or_default();
+    if matches!(kind, ExclusionKind::Excluded | ExclusionKind::Invalid) {
+        // Opted out or invalid: nothing created, nothing deleted, nothing relabelled
+        // (its optional fields may be blanked).
+        let reason = match exclusion_reason(vc) {
+            "" => "excluded from import",
+            r => r,
+        };
+        push_status(&mut out, pv, State::Excluded, reason, mgmt_id, name);
+        return out;
+    }
+    if let Some(reason) = host.refused {
+        // Reported but refused: nothing created or deleted for it; the stream goes on.
+        if kind == ExclusionKind::Unimport {
+            clear(&mut out, t.unimport.is_some(), Timer::Unimport);
+        }
+        push_status(&mut out, pv, State::Error, reason, mgmt_id, name);
+        return out;
+    }
+    if kind == ExclusionKind::Unimport {
+        return unimport(i, pv, prov, out);
     }
     let user_deleted = i.user_deleted || prov.is_some_and(|p| p.deleting && !i.deleting_by_us);
     if user_deleted {
@@ -215,19 +392,38 @@ fn decide_reported(
             }
             _ => (state, message),
         };
-        let same = pv.last_status.as_ref().is_some_and(|(s, m, id, n)| {
-            *s == state && m == message && *id == mgmt_id && *n == name
-        });
-        if !same {
-            out.push(Action::Status {
-                state,
-                message: message.to_string(),
-                mgmt_id: mgmt_id.clone(),
-                cluster_name: name.clone(),
-            });
-        }
+        push_status(out, pv, state, message, &mgmt_id, &name);
     };
     let Some(p) = prov else {
+        if let Some(old) = i.predecessor.filter(|o| is_predecessor(i.key, vc, o)) {
+            if !host.snapshot_complete {
+                // Whether the host still reports the old UID is known only from a
+                // complete snapshot; creating meanwhile could duplicate the cluster.
+                status(
+                    &mut out,
+                    State::Pending,
+                    "waiting for the host's complete list",
+                );
+                return out;
+            }
+            out.push(Action::Reclaim {
+                name: old.prov.name.clone(),
+                uid: old.prov.uid.clone(),
+                from_svc_uid: old
+                    .prov
+                    .key
+                    .as_ref()
+                    .map(|k| k.uid.clone())
+                    .unwrap_or_default(),
+                vc: vc.clone(),
+            });
+            status(
+                &mut out,
+                State::Pending,
+                &format!("reinstalled: taking over Rancher cluster {}", old.prov.name),
+            );
+            return out;
+        }
         out.push(Action::Create(vc.clone()));
         // While creation fails the agent keeps the ERROR status (with the API's
         // message) instead of flapping between ERROR and PENDING on every retry.
@@ -326,6 +522,101 @@ fn decide_reported(
     out
 }
 
+/// A cluster of the same host, namespace and name under another Service UID that the
+/// host no longer reports, not being deleted: the reinstalled vCluster takes it over.
+fn is_predecessor(key: &VcKey, vc: &VCluster, o: &Predecessor<'_>) -> bool {
+    let same_place = o
+        .prov
+        .vcluster
+        .as_ref()
+        .is_some_and(|(ns, n)| *ns == vc.namespace && *n == vc.name);
+    let other_uid = o
+        .prov
+        .key
+        .as_ref()
+        .is_some_and(|k| k.host == key.host && k.uid != key.uid);
+    same_place && other_uid && !o.reported && !o.deleting_by_us && !o.prov.deleting
+}
+
+/// `vclink.io/import: "false"`: the cluster is deleted once the un-import timer has run
+/// for the grace; removing the annotation first (an Upsert without it) keeps it.
+fn unimport(
+    i: &Input<'_>,
+    pv: &PerVc,
+    prov: Option<&ProvCluster>,
+    mut out: Vec<Action>,
+) -> Vec<Action> {
+    let Some(p) = prov else {
+        clear(&mut out, i.timers.unimport.is_some(), Timer::Unimport);
+        push_status(
+            &mut out,
+            pv,
+            State::Excluded,
+            "not imported (vclink.io/import=false)",
+            "",
+            "",
+        );
+        return out;
+    };
+    let mgmt_id = p.mgmt_id.as_deref().unwrap_or_default();
+    if p.deleting || i.deleting_by_us {
+        let msg = format!("un-importing: Rancher cluster {} is being deleted", p.name);
+        push_status(&mut out, pv, State::Excluded, &msg, mgmt_id, &p.name);
+        return out;
+    }
+    let (since, wall) = match i.timers.unimport {
+        Some(t) => t,
+        None => {
+            out.push(Action::StartTimer(Timer::Unimport));
+            (i.now, i.wall_now)
+        }
+    };
+    let due = since + i.grace;
+    if i.now >= due {
+        out.push(Action::Delete {
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            reason: DeleteReason::Unimported,
+        });
+    } else {
+        out.push(Action::RequeueAt(due));
+    }
+    let msg = format!(
+        "un-importing: Rancher cluster {} is deleted at {} unless the annotation vclink.io/import=false is removed",
+        p.name,
+        utc(wall + i.grace)
+    );
+    push_status(&mut out, pv, State::Excluded, &msg, mgmt_id, &p.name);
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian, UTC).
+pub fn utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_rules_tests.rs"]
+mod rules_tests;

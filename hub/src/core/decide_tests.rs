@@ -1,16 +1,17 @@
 //! Unit tests of [`super::decide`]: creation, registration, status transitions and the
-//! deletion-needs-proof rules.
+//! deletion-needs-proof rules (one test per rule and per "never deletes" case; the
+//! exclusion, refusal and reinstall rules are in `decide_rules_tests.rs`).
 
 use super::*;
 
-const HOST: &str = "c-m-host0001";
-const UID: &str = "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d";
+pub(super) const HOST: &str = "c-m-host0001";
+pub(super) const UID: &str = "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d";
 
-fn key() -> VcKey {
+pub(super) fn key() -> VcKey {
     VcKey::new(HOST, UID)
 }
 
-fn vc() -> VCluster {
+pub(super) fn vc() -> VCluster {
     VCluster {
         uid: UID.into(),
         namespace: "team-a".into(),
@@ -19,7 +20,7 @@ fn vc() -> VCluster {
     }
 }
 
-fn prov(mgmt: Option<&str>) -> ProvCluster {
+pub(super) fn prov(mgmt: Option<&str>) -> ProvCluster {
     ProvCluster {
         name: "c-m-host0001-team-a-vc1".into(),
         uid: "p-uid".into(),
@@ -28,7 +29,9 @@ fn prov(mgmt: Option<&str>) -> ProvCluster {
         ready: false,
         deleting: false,
         project: None,
+        vcluster: Some(("team-a".into(), "vc1".into())),
         version: 0,
+        ..Default::default()
     }
 }
 
@@ -36,32 +39,42 @@ fn mgmt(conn: Conn) -> MgmtCluster {
     MgmtCluster {
         id: "c-m-vc000001".into(),
         conn,
+        host_opt_in: false,
+        nested_opt_in: false,
     }
 }
 
-struct World {
-    key: VcKey,
-    now: Instant,
-    reported: Option<VCluster>,
-    snapshot_complete: bool,
-    live: bool,
-    per_vc: PerVc,
-    prov: Option<ProvCluster>,
-    mgmt: Option<MgmtCluster>,
-    token: TokenState,
-    user_deleted: bool,
-    deleting_by_us: bool,
+pub(super) struct World {
+    pub key: VcKey,
+    pub now: Instant,
+    pub reported: Option<VCluster>,
+    pub refused: Option<String>,
+    pub snapshot_complete: bool,
+    pub live: bool,
+    pub per_vc: PerVc,
+    pub timers: Timers,
+    pub successor: Option<(VCluster, bool)>,
+    pub predecessor: Option<(ProvCluster, bool)>,
+    pub prov: Option<ProvCluster>,
+    pub mgmt: Option<MgmtCluster>,
+    pub token: TokenState,
+    pub user_deleted: bool,
+    pub deleting_by_us: bool,
 }
 
 impl World {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             key: key(),
             now: Instant::now(),
             reported: Some(vc()),
+            refused: None,
             snapshot_complete: true,
             live: true,
             per_vc: PerVc::default(),
+            timers: Timers::default(),
+            successor: None,
+            predecessor: None,
             prov: None,
             mgmt: None,
             token: TokenState::Missing,
@@ -70,17 +83,29 @@ impl World {
         }
     }
 
-    fn run(&self) -> Vec<Action> {
+    pub fn run(&self) -> Vec<Action> {
         let host = self.live.then_some(HostView {
             reported: self.reported.as_ref(),
+            refused: self.refused.as_deref(),
             snapshot_complete: self.snapshot_complete,
             per_vc: &self.per_vc,
         });
         decide(&Input {
             key: &self.key,
             now: self.now,
+            wall_now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             grace: Duration::from_secs(300),
             host,
+            timers: &self.timers,
+            successor: self.successor.as_ref().map(|(vc, has_cluster)| Successor {
+                vc,
+                has_cluster: *has_cluster,
+            }),
+            predecessor: self.predecessor.as_ref().map(|(p, reported)| Predecessor {
+                prov: p,
+                reported: *reported,
+                deleting_by_us: false,
+            }),
             prov: self.prov.as_ref(),
             mgmt: self.mgmt.as_ref(),
             token: self.token.clone(),
@@ -91,7 +116,7 @@ impl World {
     }
 }
 
-fn states(actions: &[Action]) -> Vec<(State, String)> {
+pub(super) fn states(actions: &[Action]) -> Vec<(State, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -101,7 +126,7 @@ fn states(actions: &[Action]) -> Vec<(State, String)> {
         .collect()
 }
 
-fn has_delete(actions: &[Action]) -> bool {
+pub(super) fn has_delete(actions: &[Action]) -> bool {
     actions.iter().any(|a| matches!(a, Action::Delete { .. }))
 }
 
@@ -129,6 +154,15 @@ fn nothing_happens_without_a_live_stream() {
     let mut w = World::new();
     w.live = false;
     w.prov = Some(prov(None));
+    assert_eq!(w.run(), vec![]);
+    // Not even with every timer long past.
+    w.reported = None;
+    let long_ago = w.now - Duration::from_secs(3600);
+    w.timers = Timers {
+        removed: Some(long_ago),
+        missing: Some(long_ago),
+        unimport: Some((long_ago, SystemTime::UNIX_EPOCH)),
+    };
     assert_eq!(w.run(), vec![]);
 }
 
@@ -212,16 +246,64 @@ fn connection_states_map_to_status() {
 }
 
 #[test]
-fn remove_from_the_host_deletes_the_cluster() {
+fn remove_deletes_only_after_the_grace() {
     let mut w = World::new();
     w.prov = Some(prov(None));
     w.reported = None;
-    w.per_vc.remove_requested = true;
-    let a = w.run();
+    w.timers.removed = Some(w.now);
+    assert_eq!(
+        w.run(),
+        vec![Action::RequeueAt(w.now + Duration::from_secs(300))]
+    );
+    w.now += Duration::from_secs(299);
+    assert!(!has_delete(&w.run()));
+    w.now += Duration::from_secs(1);
     assert!(matches!(
-        &a[0],
+        &w.run()[0],
         Action::Delete {
             reason: DeleteReason::Removed,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_reconnect_does_not_restart_the_removal_grace() {
+    // The timers are the hub's: a new stream (fresh per-stream memory, no snapshot
+    // yet) still sees the grace end at the time the first Remove started it.
+    let mut w = World::new();
+    w.prov = Some(prov(None));
+    w.reported = None;
+    w.timers.removed = Some(w.now);
+    w.now += Duration::from_secs(301);
+    w.per_vc = PerVc::default();
+    w.snapshot_complete = false;
+    assert!(has_delete(&w.run()));
+}
+
+#[test]
+fn a_reconnect_does_not_restart_the_missing_grace() {
+    let mut w = World::new();
+    w.prov = Some(prov(None));
+    w.reported = None;
+    w.timers.missing = Some(w.now);
+    w.now += Duration::from_secs(200);
+    // Reconnected, snapshot not complete yet: nothing, and no restart.
+    w.snapshot_complete = false;
+    assert_eq!(w.run(), vec![]);
+    // Its complete snapshot lacks it too: the grace counts from the first one.
+    w.snapshot_complete = true;
+    assert_eq!(
+        w.run(),
+        vec![Action::RequeueAt(
+            w.now - Duration::from_secs(200) + Duration::from_secs(300)
+        )]
+    );
+    w.now += Duration::from_secs(100);
+    assert!(matches!(
+        &w.run()[0],
+        Action::Delete {
+            reason: DeleteReason::MissingFromSnapshot,
             ..
         }
     ));
@@ -234,10 +316,10 @@ fn remove_for_a_cluster_of_another_host_deletes_nothing() {
     p.key = Some(VcKey::new("c-m-other001", UID));
     w.prov = Some(p);
     w.reported = None;
-    w.per_vc.remove_requested = true;
+    w.timers.removed = Some(w.now - Duration::from_secs(3600));
     let a = w.run();
     assert!(!has_delete(&a));
-    assert_eq!(a, vec![Action::ClearRemoveRequested]);
+    assert_eq!(a, vec![Action::ClearTimer(Timer::Removed)]);
 }
 
 #[test]
@@ -249,11 +331,11 @@ fn missing_from_a_snapshot_deletes_only_after_the_grace() {
     assert_eq!(
         a,
         vec![
-            Action::MarkMissing,
+            Action::StartTimer(Timer::Missing),
             Action::RequeueAt(w.now + Duration::from_secs(300))
         ]
     );
-    w.per_vc.missing_since = Some(w.now);
+    w.timers.missing = Some(w.now);
     w.now += Duration::from_secs(299);
     assert!(!has_delete(&w.run()));
     w.now += Duration::from_secs(1);
@@ -272,7 +354,7 @@ fn an_incomplete_snapshot_is_no_proof() {
     w.prov = Some(prov(None));
     w.reported = None;
     w.snapshot_complete = false;
-    w.per_vc.missing_since = Some(w.now - Duration::from_secs(3600));
+    w.timers.missing = Some(w.now - Duration::from_secs(3600));
     assert_eq!(w.run(), vec![]);
 }
 
@@ -280,9 +362,11 @@ fn an_incomplete_snapshot_is_no_proof() {
 fn a_vcluster_that_comes_back_stops_the_grace() {
     let mut w = World::new();
     w.prov = Some(prov(None));
-    w.per_vc.missing_since = Some(w.now);
+    w.timers.missing = Some(w.now);
+    w.timers.removed = Some(w.now);
     let a = w.run();
-    assert_eq!(a[0], Action::ClearMissing);
+    assert_eq!(a[0], Action::ClearTimer(Timer::Missing));
+    assert_eq!(a[1], Action::ClearTimer(Timer::Removed));
     assert!(!has_delete(&a));
 }
 
@@ -320,7 +404,7 @@ fn clusters_we_are_deleting_are_left_alone() {
     w.prov = Some(prov(None));
     w.reported = None;
     w.deleting_by_us = true;
-    w.per_vc.missing_since = Some(w.now - Duration::from_secs(3600));
+    w.timers.missing = Some(w.now - Duration::from_secs(3600));
     assert_eq!(w.run(), vec![]);
 }
 
@@ -365,14 +449,19 @@ fn an_owner_binding_problem_turns_the_status_into_an_error() {
     let problem = "granting cluster-owner to user:u-a: refused: not allowed";
     let host = HostView {
         reported: w.reported.as_ref(),
+        refused: None,
         snapshot_complete: true,
         per_vc: &w.per_vc,
     };
     let out = decide(&Input {
         key: &w.key,
         now: w.now,
+        wall_now: SystemTime::now(),
         grace: Duration::from_secs(300),
         host: Some(host),
+        timers: &Timers::default(),
+        successor: None,
+        predecessor: None,
         prov: w.prov.as_ref(),
         mgmt: w.mgmt.as_ref(),
         token: w.token.clone(),

@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use vclink_proto::Secret;
 
+use super::claims::Claims;
 pub use super::keys::VcKey;
+use super::proof;
 
 /// What the hub keeps of a provisioning cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProvCluster {
     /// Object name in the workspace.
     pub name: String,
@@ -29,9 +31,27 @@ pub struct ProvCluster {
     pub deleting: bool,
     /// Label `vclink.io/project` (`p-…`): the host project last recorded for the vCluster.
     pub project: Option<String>,
+    /// Labels `vclink.io/namespace` and `vclink.io/name`: the vCluster's Service
+    /// namespace and name on its host. They find the cluster of a reinstalled vCluster
+    /// (same host, namespace and name, new Service UID).
+    pub vcluster: Option<(String, String)>,
+    /// Whether the hub's proof annotations verify ([`super::proof`]): only a proven
+    /// cluster is ever mapped to its vCluster, sent to an agent or deleted.
+    pub trust: super::proof::Trust,
     /// `metadata.resourceVersion` as a number (0 when it is not one): orders what a write
     /// returned against what the watch already delivered.
     pub version: u64,
+}
+
+impl ProvCluster {
+    /// The same cluster, judged proven (tests build their clusters with this).
+    #[cfg(test)]
+    pub fn proven(self) -> Self {
+        Self {
+            trust: super::proof::Trust::Proven,
+            ..self
+        }
+    }
 }
 
 /// Connection state of a management cluster as its conditions describe it.
@@ -52,6 +72,12 @@ pub struct MgmtCluster {
     pub id: String,
     /// Connection state.
     pub conn: Conn,
+    /// Carries the `--host-selector` label (`vclink.io/agent=enabled` by default): its
+    /// agent may be served.
+    pub host_opt_in: bool,
+    /// Carries `vclink.io/nested-import=enabled`: a vCluster cluster vclink created may
+    /// host an agent of its own (with `--allow-nested-hosts`).
+    pub nested_opt_in: bool,
 }
 
 /// What the hub keeps of a ClusterRegistrationToken's status. Credentials stay in
@@ -110,6 +136,11 @@ pub struct Index {
     prov: HashMap<String, ProvCluster>,
     by_key: HashMap<VcKey, String>,
     by_host: HashMap<String, HashSet<String>>,
+    /// Service UID → hosts with a cluster of that UID (normally one): the O(1) scope
+    /// check of every agent message.
+    by_uid: HashMap<String, HashSet<String>>,
+    /// (host, namespace, name) → names of the clusters labelled so (normally one).
+    by_vc_name: HashMap<(String, String, String), HashSet<String>>,
     mgmt_key: HashMap<String, VcKey>,
     mgmt: HashMap<String, MgmtCluster>,
     crt: HashMap<String, Crt>,
@@ -122,6 +153,8 @@ pub struct Index {
     deleting_by_us: HashSet<VcKey>,
     /// Rancher settings.
     pub settings: Settings,
+    /// Which clusters claim which vCluster, proven or not.
+    claims: Claims,
     /// Why owner bindings of a vCluster cannot be kept (owner sync), for its Status.
     owner_problems: HashMap<VcKey, String>,
     /// Provisioning clusters the vcluster-rancher-operator created and vclink has not
@@ -158,7 +191,10 @@ impl Index {
     /// Adds or updates a provisioning cluster; returns affected keys.
     pub fn apply_prov(&mut self, p: ProvCluster) -> Vec<VcKey> {
         let mut out = self.unlink_prov(&p.name);
-        if let Some(k) = &p.key {
+        let claimed = self.claims.forget(&p.name);
+        // Only a cluster the hub can prove it made names a vCluster (core::proof).
+        if let Some(k) = p.key.as_ref().filter(|_| p.trust.is_proven()) {
+            self.claims.proven(&p.name, k);
             if p.deleting && !self.deleting_by_us.contains(k) {
                 self.user_deleted.insert(k.clone());
             } else if !p.deleting {
@@ -169,12 +205,31 @@ impl Index {
                 .entry(k.host.clone())
                 .or_default()
                 .insert(k.uid.clone());
+            self.by_uid
+                .entry(k.uid.clone())
+                .or_default()
+                .insert(k.host.clone());
+            if let Some((ns, n)) = &p.vcluster {
+                self.by_vc_name
+                    .entry((k.host.clone(), ns.clone(), n.clone()))
+                    .or_default()
+                    .insert(p.name.clone());
+            }
             if let Some(m) = &p.mgmt_id {
                 self.mgmt_key.insert(m.clone(), k.clone());
             }
             out.push(k.clone());
+        } else if let (Some(k), proof::Trust::Unproven(why)) = (&p.key, p.trust) {
+            if self.claims.unproven(&p.name, k, why) {
+                tracing::warn!(cluster = %p.name, host = %k.host, uid = %k.uid, reason = why.as_str(),
+                    "a provisioning cluster carries vclink labels but no valid vclink proof; it is ignored (never sent to an agent, deleted or relabelled)");
+            }
+            out.push(k.clone());
         }
         self.prov.insert(p.name.clone(), p);
+        if let Some(k) = claimed {
+            self.relink(&k);
+        }
         out.sort();
         out.dedup();
         out
@@ -198,14 +253,53 @@ impl Index {
 
     /// Removes a provisioning cluster (it is gone from the API); returns affected keys.
     pub fn delete_prov(&mut self, name: &str) -> Vec<VcKey> {
+        // A forged cluster's deletion says nothing about the vCluster it claimed.
+        let proven = self.prov.get(name).is_some_and(|p| p.trust.is_proven());
         let keys = self.unlink_prov(name);
-        for k in &keys {
+        let claimed = self.claims.forget(name);
+        for k in keys.iter().filter(|_| proven) {
             if !self.deleting_by_us.remove(k) {
                 self.user_deleted.insert(k.clone());
             }
         }
         self.prov.remove(name);
+        if let Some(k) = claimed {
+            self.relink(&k);
+        }
         keys
+    }
+
+    /// After a claim on `key` went away: when exactly one proven cluster of `key` is
+    /// left and the maps lost it (they pointed at the one that went), links it again.
+    fn relink(&mut self, key: &VcKey) {
+        if self.by_key.contains_key(key) {
+            return;
+        }
+        let survivor = self
+            .claims
+            .sole_proven(key)
+            .and_then(|n| self.prov.get(n))
+            .cloned();
+        if let Some(p) = survivor {
+            self.apply_prov(p);
+        }
+    }
+
+    /// The proven clusters of `key` when there are several: the hub acts on none.
+    pub fn duplicate_clusters(&self, key: &VcKey) -> Option<Vec<String>> {
+        self.claims
+            .duplicates(key)
+            .map(|n| n.iter().cloned().collect())
+    }
+
+    /// An unproven cluster claiming `key` (its name), to warn the vCluster's owner.
+    pub fn unproven_claim(&self, key: &VcKey) -> Option<&str> {
+        self.claims.first_unproven(key)
+    }
+
+    /// How many unproven clusters carry vclink labels, for `why`.
+    pub fn unproven_count(&self, why: proof::Unproven) -> i64 {
+        self.claims.count(why)
     }
 
     /// Replaces all provisioning clusters after a (re)list: anything not listed is
@@ -243,6 +337,21 @@ impl Index {
                     self.by_host.remove(&k.host);
                 }
             }
+            if let Some(set) = self.by_uid.get_mut(&k.uid) {
+                set.remove(&k.host);
+                if set.is_empty() {
+                    self.by_uid.remove(&k.uid);
+                }
+            }
+        }
+        if let Some((ns, n)) = &old.vcluster {
+            let at = (k.host.clone(), ns.clone(), n.clone());
+            if let Some(set) = self.by_vc_name.get_mut(&at) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.by_vc_name.remove(&at);
+                }
+            }
         }
         if let Some(m) = &old.mgmt_id
             && self.mgmt_key.get(m) == Some(&k)
@@ -273,6 +382,9 @@ impl Index {
 
     /// The provisioning cluster of a vCluster.
     pub fn prov_for(&self, key: &VcKey) -> Option<&ProvCluster> {
+        if self.claims.duplicates(key).is_some() {
+            return None; // two proven clusters: act on neither
+        }
         self.by_key.get(key).and_then(|n| self.prov.get(n))
     }
 
@@ -281,11 +393,37 @@ impl Index {
         self.by_host.get(host).into_iter().flatten()
     }
 
+    /// A host other than `host` that has a cluster for Service UID `uid`, if any. O(1):
+    /// the set holds one host unless two hosts claim one UID.
+    pub fn other_host_of_uid(&self, uid: &str, host: &str) -> Option<&str> {
+        self.by_uid
+            .get(uid)?
+            .iter()
+            .find(|h| h.as_str() != host)
+            .map(String::as_str)
+    }
+
+    /// The clusters whose labels name this host, namespace and name (normally at most
+    /// one; two while a reinstalled vCluster's old cluster is being deleted).
+    pub fn provs_for_vcluster(
+        &self,
+        host: &str,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &ProvCluster> {
+        let at = (host.to_string(), namespace.to_string(), name.to_string());
+        self.by_vc_name
+            .get(&at)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.prov.get(n))
+    }
+
     /// Whether `name` is free, ours (`key`), or someone else's.
     pub fn name_use(&self, name: &str, key: &VcKey) -> NameUse {
         match self.prov.get(name) {
             None => NameUse::Free,
-            Some(p) if p.key.as_ref() == Some(key) => NameUse::Ours,
+            Some(p) if p.key.as_ref() == Some(key) && p.trust.is_proven() => NameUse::Ours,
             Some(_) => NameUse::Other,
         }
     }

@@ -16,7 +16,9 @@ fn prov(name: &str, k: Option<VcKey>, mgmt: Option<&str>) -> ProvCluster {
         deleting: false,
         project: None,
         version: 0,
+        ..Default::default()
     }
+    .proven()
 }
 
 fn crt(id: &str, url: &str, token: &str, secret_name: Option<&str>) -> Crt {
@@ -201,4 +203,49 @@ fn a_slow_write_response_does_not_undo_what_the_watch_delivered() {
     };
     assert_eq!(i.apply_prov_written(fresh), vec![key("u2")]);
     assert!(i.prov_for(&key("u2")).is_some());
+}
+
+#[test]
+fn clusters_are_found_by_service_uid_and_by_vcluster_name() {
+    let mut ix = Index::default();
+    let mut p = prov("c1", Some(key("u1")), None);
+    p.vcluster = Some(("team-a".into(), "vc1".into()));
+    ix.apply_prov(p.clone());
+    assert_eq!(
+        ix.other_host_of_uid("u1", "c-m-other001"),
+        Some("c-m-host0001")
+    );
+    assert_eq!(ix.other_host_of_uid("u1", "c-m-host0001"), None);
+    let found: Vec<_> = ix
+        .provs_for_vcluster("c-m-host0001", "team-a", "vc1")
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(found, ["c1"]);
+    assert_eq!(
+        ix.provs_for_vcluster("c-m-host0001", "team-a", "vc2")
+            .count(),
+        0
+    );
+    // Relabelled to a new Service UID (a reinstall): found under the new UID only.
+    let mut moved = p.clone();
+    moved.key = Some(key("u2"));
+    ix.apply_prov(moved);
+    assert_eq!(ix.other_host_of_uid("u1", "c-m-other001"), None);
+    assert_eq!(
+        ix.other_host_of_uid("u2", "c-m-other001"),
+        Some("c-m-host0001")
+    );
+    assert_eq!(
+        ix.provs_for_vcluster("c-m-host0001", "team-a", "vc1")
+            .count(),
+        1
+    );
+    // Gone: found nowhere.
+    ix.delete_prov("c1");
+    assert_eq!(ix.other_host_of_uid("u2", "c-m-other001"), None);
+    assert_eq!(
+        ix.provs_for_vcluster("c-m-host0001", "team-a", "vc1")
+            .count(),
+        0
+    );
 }

@@ -6,16 +6,20 @@
 //! about ordering, scope or deletion safety is unit-tested here.
 //!
 //! - [`keys`]: `VcKey`, a vCluster's identity (host cluster id + Service UID).
+//! - [`claims`]: which clusters claim a vCluster, proven or not.
 //! - [`index`]: the reduced Rancher objects and their lookups.
 //! - [`decide`]: what to do next for one vCluster.
+//! - [`proof`]: HMAC proofs that the hub created or adopted a provisioning cluster.
 //! - [`session`]: validates one agent message and turns it into an `Effect`.
 //! - [`scope`]: an agent speaks only about its own host's vClusters.
 //! - [`backoff`]: exponential retry delay with optional jitter.
 
 pub mod backoff;
+pub mod claims;
 pub mod decide;
 pub mod index;
 pub mod keys;
+pub mod proof;
 pub mod scope;
 pub mod session;
 

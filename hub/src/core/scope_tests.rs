@@ -1,20 +1,19 @@
-//! Scope checks against an index holding vClusters of another host, and a property
+//! Scope checks against an index holding vClusters of another host, per-vCluster
+//! admission (refusals and the two limits), host opt-in, and a property
 //! test driving random and adversarial message sequences through the session state
 //! machine *and* the hub's shared state: no panic, and a refused message leaves the
 //! world (the host's reported set, per-vCluster memory, queued work) unchanged.
 
 use std::sync::Arc;
 
-use kube::api::DynamicObject;
 use proptest::prelude::*;
-use serde_json::json;
-use vclink_proto::keys::{LABEL_HOST_CLUSTER, LABEL_SERVICE_UID};
 use vclink_proto::v1::agent_message::Msg;
-use vclink_proto::v1::{AgentMessage, RegistrationProgress, Remove, Snapshot, Upsert};
+use vclink_proto::v1::{AgentMessage, Exclusion, RegistrationProgress, Remove, Snapshot, Upsert};
 
 use super::*;
+use crate::core::index::{Conn, ProvCluster};
+use crate::core::proof::Trust;
 use crate::core::session::SessionState;
-use crate::rancher::parse_prov;
 use crate::state::Hub;
 
 const ME: &str = "c-m-mine0001";
@@ -27,13 +26,14 @@ fn uid(n: u32) -> String {
 
 fn index_with_foreign() -> Index {
     let mut i = Index::default();
-    let o: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
-        "metadata": {"name": "other-vc", "namespace": "fleet-default", "uid": "p1",
-            "labels": {LABEL_HOST_CLUSTER: OTHER, LABEL_SERVICE_UID: uid(99)}},
-        "status": {"clusterName": OTHER_VC_CLUSTER}}))
-    .unwrap();
-    i.apply_prov(parse_prov(&o));
+    i.apply_prov(ProvCluster {
+        name: "other-vc".into(),
+        uid: "p1".into(),
+        key: Some(VcKey::new(OTHER, uid(99))),
+        mgmt_id: Some(OTHER_VC_CLUSTER.into()),
+        trust: Trust::Proven,
+        ..Default::default()
+    });
     i
 }
 
@@ -47,21 +47,16 @@ fn vc(n: u32) -> VCluster {
 }
 
 #[test]
-fn foreign_rancher_clusters_and_uids_are_denied() {
+fn foreign_uids_close_the_stream_in_o1() {
     let i = index_with_foreign();
     assert!(check(&i, ME, &Effect::Upsert(vc(1))).is_ok());
-    let mut spoof = vc(1);
-    spoof.recorded_cluster_id = OTHER_VC_CLUSTER.into();
-    let e = check(&i, ME, &Effect::Upsert(spoof.clone())).unwrap_err();
-    assert_eq!(
-        (e.code, e.reason),
-        (Code::PermissionDenied, "foreign_cluster")
-    );
+    let e = check(&i, ME, &Effect::Upsert(vc(99))).unwrap_err();
+    assert_eq!((e.code, e.reason), (Code::PermissionDenied, "foreign_uid"));
     assert!(
-        check(&i, OTHER, &Effect::Upsert(spoof.clone())).is_ok(),
+        check(&i, OTHER, &Effect::Upsert(vc(99))).is_ok(),
         "the owner may"
     );
-    assert!(check(&i, ME, &Effect::Snapshot(vec![vc(2), spoof])).is_err());
+    assert!(check(&i, ME, &Effect::Snapshot(vec![vc(2), vc(99)])).is_err());
     let e = check(&i, ME, &Effect::Remove(uid(99))).unwrap_err();
     assert_eq!(e.reason, "foreign_uid");
     assert!(check(&i, OTHER, &Effect::Remove(uid(99))).is_ok());
@@ -73,7 +68,169 @@ fn foreign_rancher_clusters_and_uids_are_denied() {
         check(&i, ME, &Effect::Progress(p)).unwrap_err().code,
         Code::PermissionDenied
     );
-    assert_eq!(owners(&i).get(uid(99).as_str()), Some(&OTHER));
+    let p = RegistrationProgress {
+        uid: uid(1),
+        rancher_cluster_id: OTHER_VC_CLUSTER.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        check(&i, ME, &Effect::Progress(p)).unwrap_err().reason,
+        "foreign_cluster"
+    );
+    // A recorded cluster of another host is no protocol violation: refused per vCluster.
+    let mut spoof = vc(1);
+    spoof.recorded_cluster_id = OTHER_VC_CLUSTER.into();
+    assert!(check(&i, ME, &Effect::Upsert(spoof)).is_ok());
+}
+
+fn limits(per_agent: usize, per_namespace: usize) -> Admission {
+    Admission::new(Limits {
+        per_agent,
+        per_namespace,
+    })
+}
+
+fn excluded(n: u32, kind: ExclusionKind) -> VCluster {
+    VCluster {
+        exclusion: Some(Exclusion {
+            kind: kind as i32,
+            reason: "x".into(),
+        }),
+        ..vc(n)
+    }
+}
+
+#[test]
+fn a_foreign_project_or_cluster_refuses_that_vcluster_only() {
+    let i = index_with_foreign();
+    let mut a = limits(10, 10);
+    let mut project = vc(1);
+    project.project_id = format!("{OTHER}:p-abcde");
+    let mut recorded = vc(2);
+    recorded.recorded_cluster_id = OTHER_VC_CLUSTER.into();
+    let reasons = a.admit_all(&i, ME, &[project, recorded, vc(3)]);
+    assert_eq!(reasons, ["foreign_project", "foreign_cluster"]);
+    assert!(a.refusal(&uid(1)).unwrap().message.contains(OTHER));
+    assert!(
+        a.refusal(&uid(2))
+            .unwrap()
+            .message
+            .contains(OTHER_VC_CLUSTER)
+    );
+    assert_eq!(a.refusal(&uid(3)), None, "the others go on");
+    assert_eq!(a.counted(), 1);
+    // Fixed by the user: admitted on its next Upsert.
+    assert_eq!(a.admit(&i, ME, &vc(1)), None);
+    assert_eq!(a.refusal(&uid(1)), None);
+    // The same refusal again is not counted twice.
+    let mut again = vc(2);
+    again.recorded_cluster_id = OTHER_VC_CLUSTER.into();
+    assert_eq!(a.admit(&i, ME, &again), None);
+    assert!(a.refusal(&uid(2)).is_some());
+}
+
+#[test]
+fn limits_refuse_per_vcluster_and_count_only_vclusters_to_import() {
+    let i = Index::default();
+    let mut a = limits(2, 10);
+    let reasons = a.admit_all(
+        &i,
+        ME,
+        &[
+            excluded(10, ExclusionKind::Excluded),
+            excluded(11, ExclusionKind::Invalid),
+            excluded(12, ExclusionKind::Unimport),
+            vc(1),
+            vc(2),
+            vc(3),
+        ],
+    );
+    assert_eq!(reasons, ["over_agent_limit"]);
+    assert_eq!(a.counted(), 2);
+    assert!(a.refusal(&uid(3)).is_some());
+    for n in [10, 11, 12, 1, 2] {
+        assert_eq!(a.refusal(&uid(n)), None, "{n}");
+    }
+    // An update of a counted one keeps its place.
+    assert_eq!(a.admit(&i, ME, &vc(2)), None);
+    assert_eq!(a.refusal(&uid(2)), None);
+    // A removal frees a slot for a refused one.
+    a.forget(&uid(1));
+    assert_eq!(a.refused_for_limit(), [uid(3)]);
+    assert_eq!(a.admit(&i, ME, &vc(3)), None);
+    assert_eq!(a.refusal(&uid(3)), None);
+}
+
+#[test]
+fn the_namespace_limit_refuses_per_vcluster() {
+    let i = Index::default();
+    let mut a = limits(10, 1);
+    let other_ns = VCluster {
+        namespace: "other".into(),
+        ..vc(3)
+    };
+    let reasons = a.admit_all(&i, ME, &[vc(1), vc(2), other_ns]);
+    assert_eq!(reasons, ["over_namespace_limit"]);
+    assert!(a.refusal(&uid(2)).unwrap().message.contains("namespace ns"));
+    assert_eq!(a.counted(), 2);
+}
+
+#[test]
+fn an_imported_vcluster_keeps_its_place_over_a_new_one_after_a_reconnect() {
+    let mut i = Index::default();
+    i.apply_prov(ProvCluster {
+        name: "mine".into(),
+        uid: "p2".into(),
+        key: Some(VcKey::new(ME, uid(2))),
+        trust: Trust::Proven,
+        ..Default::default()
+    });
+    let mut a = limits(1, 10);
+    a.admit_all(&i, ME, &[vc(1), vc(2)]);
+    assert_eq!(a.refusal(&uid(2)), None, "it has a cluster: first");
+    assert!(a.refusal(&uid(1)).is_some());
+}
+
+fn mgmt(host_opt_in: bool, nested_opt_in: bool) -> MgmtCluster {
+    MgmtCluster {
+        id: ME.into(),
+        conn: Conn::Connected,
+        host_opt_in,
+        nested_opt_in,
+    }
+}
+
+#[test]
+fn hosts_are_served_only_when_opted_in() {
+    let rule = |allow_nested| HostOptIn {
+        selector: Some("vclink.io/agent=enabled".into()),
+        allow_nested,
+    };
+    let r = rule(false);
+    assert_eq!(
+        r.refusal(ME, None, false).as_deref(),
+        Some(
+            "cluster c-m-mine0001 is not opted in: label the Rancher cluster vclink.io/agent=enabled"
+        )
+    );
+    assert!(r.refusal(ME, Some(&mgmt(false, true)), false).is_some());
+    assert_eq!(r.refusal(ME, Some(&mgmt(true, false)), false), None);
+    // A vCluster cluster vclink created: the nested label AND the hub flag.
+    let nested = r.refusal(ME, Some(&mgmt(true, true)), true).unwrap();
+    assert!(
+        nested.contains("vclink.io/nested-import=enabled"),
+        "{nested}"
+    );
+    assert!(nested.contains("--allow-nested-hosts"), "{nested}");
+    let r = rule(true);
+    assert!(r.refusal(ME, Some(&mgmt(true, false)), true).is_some());
+    assert_eq!(r.refusal(ME, Some(&mgmt(true, true)), true), None);
+    // Test hubs without a selector serve everyone.
+    let open = HostOptIn {
+        selector: None,
+        allow_nested: false,
+    };
+    assert_eq!(open.refusal(ME, None, true), None);
 }
 
 fn hub() -> Arc<Hub> {
@@ -181,7 +338,8 @@ proptest! {
             let w = hub.world();
             let h = w.hosts.get(ME).expect("attached");
             prop_assert!(!h.reported.contains_key(&uid(99)), "another host's vCluster never enters this host's set");
-            prop_assert!(h.reported.len() <= 4);
+            prop_assert!(h.reported.len() <= crate::core::session::reported_cap(4));
+            prop_assert!(h.admission.counted() <= 4, "the per-agent limit holds");
         }
     }
 }

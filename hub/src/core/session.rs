@@ -1,8 +1,12 @@
 //! The per-stream protocol state machine, pure: it takes one agent message after Hello,
-//! validates it, checks that it stays within the stream's verified cluster and the
-//! per-agent limit, and turns it into an [`Effect`] for the hub's shared state. A
-//! rejected message changes nothing (checked by a property test) and closes the stream
-//! with the [`Reject`]'s gRPC code.
+//! validates it, bounds how many vClusters one stream may report at all, and turns it
+//! into an [`Effect`] for the hub's shared state. A rejected message changes nothing
+//! (checked by a property test) and closes the stream with the [`Reject`]'s gRPC code.
+//! Only protocol violations are rejected here; a vCluster that breaks a scope rule or a
+//! limit is refused on its own by [`super::scope::Admission`] and the stream goes on.
+//!
+//! Cost per message: O(1) for `Upsert`, `Remove` and `Progress`, O(n) for a snapshot
+//! chunk of n vClusters.
 
 use std::collections::HashSet;
 
@@ -64,21 +68,32 @@ struct Partial {
     uids: HashSet<String>,
 }
 
+/// Most vClusters one stream may report at all (excluded and refused ones included)
+/// when the per-agent import limit is `limit`: beyond it the agent is broken or hostile
+/// and the stream is closed, so a stream's memory stays bounded.
+pub fn reported_cap(limit: usize) -> usize {
+    limit
+        .saturating_mul(2)
+        .saturating_add(vclink_proto::limits::MAX_SNAPSHOT_CHUNK)
+}
+
 /// State of one attached stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionState {
     cluster_id: String,
+    /// [`reported_cap`] of the per-agent limit.
     limit: usize,
     known: HashSet<String>,
     partial: Option<Partial>,
 }
 
 impl SessionState {
-    /// A stream verified for `cluster_id`, allowed `limit` vClusters.
+    /// A stream verified for `cluster_id` whose per-agent import limit is `limit` (it
+    /// may report up to [`reported_cap`] vClusters).
     pub fn new(cluster_id: impl Into<String>, limit: usize) -> Self {
         Self {
             cluster_id: cluster_id.into(),
-            limit,
+            limit: reported_cap(limit),
             known: HashSet::new(),
             partial: None,
         }
@@ -104,7 +119,6 @@ impl SessionState {
             )),
             Some(Msg::Snapshot(s)) => {
                 validate::snapshot(&s).map_err(Reject::invalid)?;
-                self.scope_all(&s.vclusters)?;
                 let mut uids = match &self.partial {
                     Some(p) if p.generation == s.generation => p.uids.clone(),
                     _ => HashSet::new(),
@@ -148,7 +162,6 @@ impl SessionState {
                     ));
                 };
                 validate::vcluster("upsert.vcluster", &v).map_err(Reject::invalid)?;
-                self.scope(&v)?;
                 if !self.known.contains(&v.uid) && self.known.len() >= self.limit {
                     return Err(self.over_limit());
                 }
@@ -171,29 +184,11 @@ impl SessionState {
         Reject::new(
             Code::ResourceExhausted,
             "too_many_vclusters",
-            format!("more than {} vClusters reported by one agent", self.limit),
+            format!(
+                "more than {} vClusters reported by one agent (excluded ones included)",
+                self.limit
+            ),
         )
-    }
-
-    fn scope_all(&self, vs: &[VCluster]) -> Result<(), Reject> {
-        vs.iter().try_for_each(|v| self.scope(v))
-    }
-
-    /// Scope check: an agent may only speak for vClusters of its own cluster. The key of
-    /// every vCluster is (stream cluster, uid), so only the project reference can point
-    /// elsewhere.
-    fn scope(&self, v: &VCluster) -> Result<(), Reject> {
-        match v.project_id.split_once(':') {
-            Some((cluster, _)) if cluster != self.cluster_id => Err(Reject::new(
-                Code::PermissionDenied,
-                "foreign_project",
-                format!(
-                    "vCluster {} names a project of cluster {cluster}, not {}",
-                    v.uid, self.cluster_id
-                ),
-            )),
-            _ => Ok(()),
-        }
     }
 }
 

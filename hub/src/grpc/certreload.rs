@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use rustls_pki_types::pem::{Error as PemError, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
@@ -115,19 +117,37 @@ pub fn load_pair(
         .with_context(|| format!("reading --tls-cert-file {}", cert.display()))?;
     let k =
         std::fs::read(key).with_context(|| format!("reading --tls-key-file {}", key.display()))?;
-    let certs = rustls_pemfile::certs(&mut c.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&c)
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not a PEM certificate file", cert.display()))?;
+        .with_context(|| {
+            format!(
+                "--tls-cert-file {} is not a PEM certificate file",
+                cert.display()
+            )
+        })?;
     anyhow::ensure!(
         !certs.is_empty(),
-        "{} holds no PEM certificate",
+        "--tls-cert-file {} holds no PEM certificate",
         cert.display()
     );
-    let key = rustls_pemfile::private_key(&mut k.as_slice())
-        .with_context(|| format!("{} is not a PEM key file", key.display()))?
-        .with_context(|| format!("{} holds no PEM private key", key.display()))?;
-    CertifiedKey::from_der(certs, key, provider)
-        .context("the TLS certificate and key do not form a usable pair")
+    let key_der = match PrivateKeyDer::from_pem_slice(&k) {
+        Ok(key) => key,
+        Err(PemError::NoItemsFound) => {
+            anyhow::bail!("--tls-key-file {} holds no PEM private key", key.display())
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("--tls-key-file {} is not a PEM key file", key.display())
+            });
+        }
+    };
+    CertifiedKey::from_der(certs, key_der, provider).with_context(|| {
+        format!(
+            "--tls-cert-file {} and --tls-key-file {} do not form a usable pair (a key of another certificate?)",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 #[cfg(test)]

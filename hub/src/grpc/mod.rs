@@ -6,9 +6,14 @@
 //!   re-verification, feeding the session state machine into the hub).
 //! - [`tls`]: the listener's rustls config and concurrent-handshake accept loop.
 //! - [`certreload`]: the serving certificate, re-read when its files change.
-//! - [`forward`]: a standby replica's byte-for-byte forwarding to the leader.
+//! - [`forward`]: a standby replica's byte-for-byte forwarding to the leader (no loops).
+//! - [`edge`]: the server around the service and every bound on a client that is not
+//!   yet authenticated (connections, handshakes, streams, Hello size, HTTP/2 windows).
+//! - [`health`]: `grpc.health.v1` for probes (also on a plaintext `--health-listen`).
 
 pub(crate) mod certreload;
-pub(crate) mod forward;
+pub mod edge;
+pub mod forward;
+pub(crate) mod health;
 pub mod service;
 pub mod tls;

@@ -11,11 +11,20 @@
 //! PERMISSION_DENIED); an unreachable verifier does not (retried shortly). Each stream
 //! also has a message-rate token bucket (RESOURCE_EXHAUSTED beyond it) on top of the
 //! message size limit (RESOURCE_EXHAUSTED) and decoding (INVALID_ARGUMENT).
+//!
+//! Before authentication a stream holds one of `max_unauthenticated_streams` permits
+//! (none left: RESOURCE_EXHAUSTED "retry in 5s", no task spawned), released at Welcome
+//! or when the stream ends; its first message is limited to `hello_max_bytes`
+//! ([`super::edge`]). A stream that ends before Welcome counts against its connection;
+//! after `preauth_failures_per_connection` the connection is closed
+//! ([`super::tls::ConnGuard`]). Agent-supplied text is logged only through
+//! [`printable`] (control characters replaced), so it cannot forge log lines.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,6 +34,8 @@ use vclink_proto::v1::link_server::{Link, LinkServer};
 use vclink_proto::v1::{AgentMessage, Hello, HubMessage, Welcome, agent_message::Msg, hub_message};
 use vclink_proto::{PROTOCOL_VERSION, Secret, limits, validate};
 
+use super::edge::{EdgeSettings, FirstMessageLimited};
+use super::tls::{ConnGuard, EdgeConnInfo};
 use crate::core::session::{Reject, SessionState};
 use crate::identity::auth::{AgentAuthenticator, AuthError};
 use crate::state::{Hub, Outbound};
@@ -64,7 +75,13 @@ pub struct LinkService {
     auth: Arc<dyn AgentAuthenticator>,
     shutdown: CancellationToken,
     limits: EdgeLimits,
+    edge: EdgeSettings,
+    /// Permits for streams not yet authenticated.
+    preauth: Arc<Semaphore>,
 }
+
+/// The retry hint of every "too many at once" refusal.
+pub(crate) const RETRY_HINT: &str = "retry in 5s";
 
 impl LinkService {
     /// A service over `hub` using `auth`; open streams end on `shutdown`.
@@ -78,7 +95,18 @@ impl LinkService {
             auth,
             shutdown,
             limits: EdgeLimits::default(),
+            preauth: Arc::new(Semaphore::new(
+                EdgeSettings::default().max_unauthenticated_streams,
+            )),
+            edge: EdgeSettings::default(),
         }
+    }
+
+    /// Replaces the pre-authentication bounds.
+    pub fn with_edge(mut self, edge: EdgeSettings) -> Self {
+        self.preauth = Arc::new(Semaphore::new(edge.max_unauthenticated_streams.max(1)));
+        self.edge = edge;
+        self
     }
 
     /// Replaces the per-stream limits.
@@ -87,11 +115,16 @@ impl LinkService {
         self
     }
 
-    /// The tonic server for this service, with the protocol's message size limits.
-    pub fn into_server(self) -> LinkServer<Self> {
-        LinkServer::new(self)
-            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES)
+    /// The tonic server for this service, with the protocol's message size limits and
+    /// the first message (Hello) limited to `hello_max_bytes`.
+    pub fn into_server(self) -> FirstMessageLimited<LinkServer<Self>> {
+        let hello = self.edge.hello_max_bytes;
+        FirstMessageLimited::new(
+            LinkServer::new(self)
+                .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(limits::MAX_MESSAGE_BYTES),
+            hello,
+        )
     }
 }
 
@@ -110,27 +143,89 @@ impl Link for LinkService {
             ));
         }
         let bearer = bearer(req.metadata());
-        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let conn = req.extensions().get::<EdgeConnInfo>().cloned();
+        let addr = conn
+            .as_ref()
+            .and_then(|c| c.remote_addr)
+            .or_else(|| req.remote_addr());
+        let guard = conn.map(|c| c.guard);
+        let Ok(permit) = self.preauth.clone().try_acquire_owned() else {
+            self.hub.metrics.reject("preauth_full");
+            preauth_failed(&guard, self.edge.preauth_failures_per_connection);
+            return Err(Status::resource_exhausted(format!(
+                "too many agents are connecting at once; {RETRY_HINT}"
+            )));
+        };
+        let peer = addr.map(|a| a.to_string()).unwrap_or_default();
         let inbound = req.into_inner();
         // Room for a Status and a Register per vCluster after a snapshot, plus slack.
-        let cap = self
-            .hub
-            .cfg
-            .max_vclusters
-            .saturating_mul(2)
-            .saturating_add(64);
+        let cap = self.hub.outbound_capacity();
         let (tx, rx) = mpsc::channel(cap);
-        let (hub, authn, shutdown) = (self.hub.clone(), self.auth.clone(), self.shutdown.clone());
+        let stream = Stream {
+            hub: self.hub.clone(),
+            authn: self.auth.clone(),
+            limits: self.limits.clone(),
+            peer: addr.map(|a| a.ip()),
+            guard,
+            failures_limit: self.edge.preauth_failures_per_connection,
+        };
         let span = tracing::info_span!("agent", %peer);
-        let limits = self.limits.clone();
-        tokio::spawn(drive(hub, authn, limits, bearer, inbound, tx, shutdown).instrument(span));
+        tokio::spawn(
+            drive(stream, permit, bearer, inbound, tx, self.shutdown.clone()).instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
+/// What one stream's task needs.
+struct Stream {
+    hub: Arc<Hub>,
+    authn: Arc<dyn AgentAuthenticator>,
+    limits: EdgeLimits,
+    peer: Option<IpAddr>,
+    guard: Option<Arc<ConnGuard>>,
+    failures_limit: u32,
+}
+
+/// Counts a stream that ended before authentication against its connection.
+fn preauth_failed(guard: &Option<Arc<ConnGuard>>, limit: u32) {
+    if let Some(g) = guard
+        && !g.is_closed()
+        && g.preauth_failed(limit)
+    {
+        tracing::info!(
+            failures = limit,
+            "closing a connection whose streams keep failing before authentication"
+        );
+    }
+}
+
+/// Whether a refusal may be logged at WARN: a few per second (a flood of junk clients
+/// must not flood the log; the rest go to DEBUG and every refusal is counted).
+fn log_budget() -> bool {
+    static BUDGET: std::sync::OnceLock<TokenBucket> = std::sync::OnceLock::new();
+    BUDGET
+        .get_or_init(|| TokenBucket::new(2.0, 20))
+        .try_take(Instant::now())
+}
+
+/// Agent-supplied text as it may appear in a log line: at most `max` characters, every
+/// control character (newline, escape, …) replaced by `?`.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn refuse(hub: &Hub, tx: &mpsc::Sender<Outbound>, r: Reject) {
     hub.metrics.reject(r.reason);
-    tracing::warn!(reason = r.reason, code = ?r.code, message = %r.message, "closing agent stream");
+    let detail = printable(&r.message, 512);
+    if log_budget() {
+        tracing::warn!(reason = r.reason, code = ?r.code, %detail, "closing agent stream");
+    } else {
+        tracing::debug!(reason = r.reason, code = ?r.code, %detail, "closing agent stream");
+    }
     let _ = tx.try_send(Err(r.to_status()));
 }
 
@@ -142,6 +237,12 @@ fn inbound_error(hub: &Hub, tx: &mpsc::Sender<Outbound>, e: &Status) -> bool {
             code: tonic::Code::ResourceExhausted,
             reason: "oversized",
             message: format!("message larger than {} bytes", limits::MAX_MESSAGE_BYTES),
+        },
+        // The first-message limit (`edge`): its message says the limit.
+        tonic::Code::ResourceExhausted => Reject {
+            code: tonic::Code::ResourceExhausted,
+            reason: "hello_too_large",
+            message: e.message().to_string(),
         },
         tonic::Code::Internal if e.message().contains("decode") => Reject {
             code: tonic::Code::InvalidArgument,
@@ -274,36 +375,64 @@ async fn reverify(
     }
 }
 
+/// Hello and authentication; `None` when the stream was refused (already answered).
+async fn admit(
+    st: &Stream,
+    bearer: Option<&Secret>,
+    inbound: &mut Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Outbound>,
+) -> Option<(Hello, crate::identity::auth::AgentIdentity)> {
+    let hub = &st.hub;
+    let hello = read_hello(hub, tx, inbound).await?;
+    match st
+        .authn
+        .authenticate_from(bearer, &hello.cluster_id, st.peer)
+        .await
+    {
+        Ok(id) => Some((hello, id)),
+        Err(e) => {
+            hub.metrics.reject(e.reason());
+            if log_budget() {
+                tracing::warn!(claimed = %hello.cluster_id, error = %e, "agent not accepted");
+            } else {
+                tracing::debug!(claimed = %hello.cluster_id, error = %e, "agent not accepted");
+            }
+            let _ = tx.try_send(Err(e.to_status()));
+            None
+        }
+    }
+}
+
 async fn drive(
-    hub: Arc<Hub>,
-    authn: Arc<dyn AgentAuthenticator>,
-    limits: EdgeLimits,
+    st: Stream,
+    permit: OwnedSemaphorePermit,
     bearer: Option<Secret>,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
     shutdown: CancellationToken,
 ) {
-    let Some(hello) = read_hello(&hub, &tx, &mut inbound).await else {
+    let Some((hello, identity)) = admit(&st, bearer.as_ref(), &mut inbound, &tx).await else {
+        drop(permit);
+        preauth_failed(&st.guard, st.failures_limit);
         return;
     };
-    let identity = match authn.authenticate(bearer.as_ref(), &hello.cluster_id).await {
-        Ok(id) => id,
-        Err(e) => {
-            hub.metrics.reject(e.reason());
-            tracing::warn!(claimed = %hello.cluster_id, error = %e, "agent not accepted");
-            let _ = tx.try_send(Err(e.to_status()));
-            return;
-        }
-    };
+    let Stream {
+        hub, authn, limits, ..
+    } = st;
     let host = identity.cluster_id;
+    // Host opt-in, for the verified cluster (PERMISSION_DENIED naming the label).
+    if let Err(e) = hub.check_host(&host) {
+        let _ = tx.try_send(Err(e));
+        return;
+    }
     let mut cred = Credential {
         token: bearer,
         candidate: None,
         next_check: tokio::time::Instant::now()
             + next_check(limits.reverify_interval, identity.token_expiry),
     };
-    tracing::info!(host = %host, agent_version = %hello.agent_version, instance = %hello.instance,
-        protocol = hello.protocol_version, "agent attached");
+    tracing::info!(host = %host, agent_version = %printable(&hello.agent_version, 64),
+        instance = %printable(&hello.instance, 253), protocol = hello.protocol_version, "agent attached");
     let welcome = Welcome {
         cluster_id: host.clone(),
         protocol_version: PROTOCOL_VERSION,
@@ -318,6 +447,8 @@ async fn drive(
     {
         return;
     }
+    // Authenticated: the slot goes to the next connecting agent.
+    drop(permit);
     let cancel = shutdown.child_token();
     let stream_id = hub.attach(&host, tx.clone(), cancel.clone());
     let idle = Duration::from_secs(u64::from(hub.cfg.heartbeat_seconds).saturating_mul(3));
@@ -425,5 +556,11 @@ mod tests {
         assert_eq!(bearer(&md).unwrap().expose(), "abc.def");
         md.insert("authorization", "Basic xyz".parse().unwrap());
         assert_eq!(bearer(&md), None);
+    }
+
+    #[test]
+    fn agent_text_cannot_forge_log_lines() {
+        assert_eq!(printable("a\nINFO fake\x1b[31m", 64), "a?INFO fake?[31m");
+        assert_eq!(printable("abcdef", 3), "abc");
     }
 }

@@ -64,6 +64,18 @@ pub trait AgentAuthenticator: Send + Sync {
         claimed_cluster_id: &str,
     ) -> Result<AgentIdentity, AuthError>;
 
+    /// [`AgentAuthenticator::authenticate`] for a new stream from `peer` (the client's
+    /// IP), which an implementation may use to share its budget fairly between clients.
+    async fn authenticate_from(
+        &self,
+        bearer: Option<&Secret>,
+        claimed_cluster_id: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<AgentIdentity, AuthError> {
+        let _ = peer;
+        self.authenticate(bearer, claimed_cluster_id).await
+    }
+
     /// Metrics to register with the hub's, if the implementation has any.
     fn metrics(&self) -> Option<super::IdentityMetrics> {
         None

@@ -2,8 +2,9 @@
 //! (or a flapping network) does not cost a round trip through Rancher each time. Keys
 //! are a SHA-256 of the cluster id and the token, never the token itself; entries live
 //! at most `ttl` and never past the token's own (unverified) expiry. When full, expired
-//! entries go first, then the entry that expires soonest. Negative results are never
-//! cached: a refused token costs a (rate-limited) TokenReview every time.
+//! entries go first, then the entry that expires soonest. The TokenReview authenticator
+//! keeps a second instance for refusals (a short TTL, no token expiry), so a repeated
+//! junk token costs one TokenReview per TTL.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

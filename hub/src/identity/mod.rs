@@ -5,13 +5,15 @@
 //!
 //! - [`auth`]: the `AgentAuthenticator` trait, `AgentIdentity`, `AuthError`, and the
 //!   insecure `TrustClaimedCluster` for tests.
-//! - [`tokenreview`]: the TokenReview authenticator and its admission limit.
-//! - [`cache`]: the bounded cache of verified tokens.
+//! - [`tokenreview`]: the TokenReview authenticator.
+//! - [`admission`]: who may cost a TokenReview now (reserved and per-client shares).
+//! - [`cache`]: the bounded caches of verified and of refused tokens.
 //! - [`jwt`]: the token's unverified `exp`, used only for scheduling.
 //! - [`proxy`]: the client of Rancher's cluster proxy.
 //! - [`credential`]: the hub's Rancher credential (a file, or a Token it rotates).
 //! - [`metrics`]: TokenReview, re-verification and rotation counters.
 
+pub(crate) mod admission;
 pub mod auth;
 pub(crate) mod cache;
 pub(crate) mod credential;
@@ -82,6 +84,10 @@ pub(crate) async fn build(
     let mut settings = ReviewSettings::for_service_account(ns, name);
     settings.qps = args.rancher_qps;
     settings.burst = args.rancher_burst;
+    settings.reserved_share = args.tokenreview_reserved_share;
+    settings.peer_qps = args.tokenreview_peer_qps;
+    settings.peer_burst = args.tokenreview_peer_burst;
+    settings.negative_ttl = args.tokenreview_negative_ttl;
     tracing::info!(rancher = %url, service_account = %args.agent_service_account, "agents are verified with TokenReviews through Rancher's cluster proxy");
     Ok((
         Arc::new(TokenReviewAuthenticator::new(proxy, settings, metrics)),

@@ -6,6 +6,8 @@
 //! cluster's API server cannot pass. TLS 1.3 only (rustls, ring), Rancher's CA pinned
 //! when `--rancher-ca-file` is set, else the system trust store.
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +81,7 @@ pub fn tls_config(ca_pem: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfig>
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
-            for c in rustls_pemfile::certs(&mut &pem[..]) {
+            for c in CertificateDer::pem_slice_iter(pem) {
                 roots.add(c?)?;
             }
             anyhow::ensure!(

@@ -6,11 +6,17 @@
 //! minted by another cluster, for another audience, expired, or of a deleted
 //! ServiceAccount fails there.
 //!
-//! Protecting Rancher: positive results are cached briefly ([`ReviewCache`]); calls are
-//! admitted by a token bucket that refuses (UNAVAILABLE, the agent backs off) rather
-//! than queueing; after a transport failure all calls pause with exponential backoff.
-//! A token whose (unverified) `exp` has passed is refused without a call.
+//! Protecting Rancher: positive results are cached briefly ([`ReviewCache`]), and so
+//! are refusals (a second [`ReviewCache`], `--tokenreview-negative-ttl`, keyed by a hash
+//! of cluster and token like the first), so a client repeating a junk token costs one
+//! TokenReview per TTL; calls are admitted by [`Admission`] (a reserved share for
+//! recently verified clusters, a per-client-IP share of the rest) that refuses
+//! (UNAVAILABLE with a retry hint, the agent backs off) rather than queueing; after a
+//! transport failure all calls pause with exponential backoff. A token whose
+//! (unverified) `exp` has passed by more than [`EXP_LEEWAY`] (clock skew between the
+//! downstream cluster and the hub) is refused without a call.
 
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,12 +24,17 @@ use async_trait::async_trait;
 use vclink_proto::Secret;
 use vclink_proto::ratelimit::TokenBucket;
 
+use super::admission::{Admission, AdmissionSettings, Share, Throttle};
 use super::auth::{AgentAuthenticator, AgentIdentity, AuthError};
 use super::cache::ReviewCache;
 use super::jwt::{MAX_TOKEN_BYTES, unverified_expiry};
 use super::metrics::IdentityMetrics;
 use super::proxy::{ProxyError, RancherProxy};
 use crate::core::backoff::Backoff;
+
+/// How far past its `exp` a token may be before it is refused without a TokenReview:
+/// the downstream cluster's clock may run behind the hub's.
+pub const EXP_LEEWAY: Duration = Duration::from_secs(60);
 
 /// Settings of [`TokenReviewAuthenticator`].
 #[derive(Clone, Debug)]
@@ -40,6 +51,14 @@ pub struct ReviewSettings {
     pub qps: f64,
     /// Burst above `qps`.
     pub burst: u32,
+    /// Share of the budget for recently verified clusters.
+    pub reserved_share: f64,
+    /// TokenReviews per second one client IP may cause from the open share.
+    pub peer_qps: f64,
+    /// Burst above `peer_qps`.
+    pub peer_burst: u32,
+    /// How long a refusal is remembered (zero: never).
+    pub negative_ttl: Duration,
 }
 
 impl ReviewSettings {
@@ -52,6 +71,10 @@ impl ReviewSettings {
             cache_capacity: 4096,
             qps: 20.0,
             burst: 50,
+            reserved_share: 0.5,
+            peer_qps: 2.0,
+            peer_burst: 10,
+            negative_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -61,7 +84,11 @@ pub struct TokenReviewAuthenticator {
     proxy: RancherProxy,
     settings: ReviewSettings,
     cache: ReviewCache,
-    admission: TokenBucket,
+    /// Recent refusals (cluster + token hash), answered without a call.
+    refused: ReviewCache,
+    admission: Admission,
+    /// Log lines about refused tokens (a flood must not flood the log).
+    log_budget: TokenBucket,
     /// Until when calls pause after transport failures, and how many in a row.
     pause: Mutex<(Option<Instant>, u32)>,
     metrics: IdentityMetrics,
@@ -121,7 +148,15 @@ impl TokenReviewAuthenticator {
     pub fn new(proxy: RancherProxy, settings: ReviewSettings, metrics: IdentityMetrics) -> Self {
         Self {
             cache: ReviewCache::new(settings.cache_ttl, settings.cache_capacity),
-            admission: TokenBucket::new(settings.qps, settings.burst),
+            refused: ReviewCache::new(settings.negative_ttl, settings.cache_capacity),
+            admission: Admission::new(AdmissionSettings {
+                qps: settings.qps,
+                burst: settings.burst,
+                reserved_share: settings.reserved_share,
+                peer_qps: settings.peer_qps,
+                peer_burst: settings.peer_burst,
+            }),
+            log_budget: TokenBucket::new(1.0, 10),
             proxy,
             settings,
             pause: Mutex::new((None, 0)),
@@ -145,10 +180,15 @@ impl TokenReviewAuthenticator {
         }
     }
 
-    async fn review(&self, token: &Secret, cluster: &str) -> Result<Option<SystemTime>, AuthError> {
+    async fn review(
+        &self,
+        token: &Secret,
+        cluster: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<SystemTime>, AuthError> {
         let now = Instant::now();
         let expiry = unverified_expiry(token.expose());
-        if expiry.is_some_and(|e| e <= SystemTime::now()) {
+        if expiry.is_some_and(|e| expired(e, SystemTime::now())) {
             self.metrics.auth("expired");
             return Err(AuthError::Unauthenticated("the token has expired".into()));
         }
@@ -156,17 +196,31 @@ impl TokenReviewAuthenticator {
             self.metrics.auth("cached");
             return Ok(expiry);
         }
+        if self.refused.hit(cluster, token.expose(), now) {
+            self.metrics.auth("cached_refusal");
+            return Err(AuthError::Unauthenticated(format!(
+                "the token was refused for cluster {cluster} moments ago; present a valid token"
+            )));
+        }
         if self.paused(now) {
             self.metrics.auth("paused");
             return Err(AuthError::Unavailable(
                 "Rancher is unreachable; retry later".into(),
             ));
         }
-        if !self.admission.try_take(now) {
-            self.metrics.auth("throttled");
-            return Err(AuthError::Unavailable(
-                "too many authentications at once; retry later".into(),
-            ));
+        match self.admission.admit(cluster, peer, now) {
+            Ok(Share::Reserved) => self.metrics.auth("admitted_reserved"),
+            Ok(Share::Open) => {}
+            Err(t) => {
+                self.metrics.auth(match t {
+                    Throttle::Peer => "throttled_peer",
+                    Throttle::Global => "throttled",
+                });
+                return Err(AuthError::Unavailable(format!(
+                    "too many authentications at once; {}",
+                    crate::grpc::service::RETRY_HINT
+                )));
+            }
         }
         let res = self
             .proxy
@@ -190,6 +244,7 @@ impl TokenReviewAuthenticator {
                 return Err(match e {
                     ProxyError::NoSuchCluster(_) | ProxyError::BadClusterId => {
                         self.metrics.auth("unknown_cluster");
+                        self.refused.insert(cluster, token.expose(), None, now);
                         AuthError::Unauthenticated(format!(
                             "cannot verify the agent: Rancher knows no cluster {cluster}"
                         ))
@@ -209,12 +264,19 @@ impl TokenReviewAuthenticator {
             Ok(()) => {
                 self.metrics.auth("ok");
                 self.cache.insert(cluster, token.expose(), expiry, now);
+                self.admission.verified(cluster, now);
                 Ok(expiry)
             }
             Err((e, outcome)) => {
                 self.metrics.auth(outcome);
+                self.refused.insert(cluster, token.expose(), None, now);
                 // The API server's reason helps the operator; it holds no credential.
-                tracing::warn!(cluster, outcome, reason = %truncate(status.error.as_deref().unwrap_or_default(), 256), "agent token refused");
+                let reason = truncate(status.error.as_deref().unwrap_or_default(), 256);
+                if self.log_budget.try_take(Instant::now()) {
+                    tracing::warn!(cluster, outcome, %reason, "agent token refused");
+                } else {
+                    tracing::debug!(cluster, outcome, %reason, "agent token refused");
+                }
                 Err(e)
             }
         }
@@ -228,6 +290,16 @@ impl AgentAuthenticator for TokenReviewAuthenticator {
         bearer: Option<&Secret>,
         claimed_cluster_id: &str,
     ) -> Result<AgentIdentity, AuthError> {
+        self.authenticate_from(bearer, claimed_cluster_id, None)
+            .await
+    }
+
+    async fn authenticate_from(
+        &self,
+        bearer: Option<&Secret>,
+        claimed_cluster_id: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<AgentIdentity, AuthError> {
         let Some(token) = bearer.filter(|t| !t.is_empty()) else {
             self.metrics.auth("no_token");
             return Err(AuthError::Unauthenticated(
@@ -238,7 +310,7 @@ impl AgentAuthenticator for TokenReviewAuthenticator {
             self.metrics.auth("malformed");
             return Err(AuthError::Unauthenticated("the token is too long".into()));
         }
-        let token_expiry = self.review(token, claimed_cluster_id).await?;
+        let token_expiry = self.review(token, claimed_cluster_id, peer).await?;
         Ok(AgentIdentity {
             cluster_id: claimed_cluster_id.to_string(),
             token_expiry,
@@ -248,6 +320,11 @@ impl AgentAuthenticator for TokenReviewAuthenticator {
     fn metrics(&self) -> Option<IdentityMetrics> {
         Some(self.metrics.clone())
     }
+}
+
+/// Whether a token whose unverified `exp` is `exp` counts as expired at `now`.
+pub(crate) fn expired(exp: SystemTime, now: SystemTime) -> bool {
+    exp.checked_add(EXP_LEEWAY).is_none_or(|e| e <= now)
 }
 
 #[cfg(test)]
@@ -265,6 +342,14 @@ mod tests {
             }),
             error: None,
         }
+    }
+
+    #[test]
+    fn expiry_allows_for_clock_skew() {
+        let now = SystemTime::now();
+        assert!(!expired(now - Duration::from_secs(30), now), "30 s of skew");
+        assert!(!expired(now + Duration::from_secs(30), now));
+        assert!(expired(now - Duration::from_secs(61), now));
     }
 
     #[test]

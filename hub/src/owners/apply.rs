@@ -186,16 +186,28 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
     errors
 }
 
-/// Waits for the shared write budget and counts the request by resource and verb, so
-/// the scale numbers separate CRTBs from cluster relabels.
-async fn call(owners: &Owners, resource: &'static str, verb: &'static str) {
-    owners.limiter.until_ready().await;
+/// Waits for the shared write budget, checks the leader fence (a replica that lost the
+/// lease while this waited sends nothing), counts the request by resource and verb (so
+/// the scale numbers separate CRTBs from cluster relabels), then sends `request` (a
+/// future: nothing goes out until it is awaited here).
+async fn call<T>(
+    owners: &Owners,
+    resource: &'static str,
+    verb: &'static str,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    owners
+        .limiter
+        .until_ready_fenced()
+        .await
+        .map_err(|e| kube::Error::Service(Box::new(e)))?;
     owners
         .hub
         .metrics
         .owner_api_requests
         .get_or_create(&[("resource", resource), ("verb", verb)])
         .inc();
+    request.await
 }
 
 /// Records the vCluster's current project on its provisioning and management clusters
@@ -203,25 +215,34 @@ async fn call(owners: &Owners, resource: &'static str, verb: &'static str) {
 async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(), OwnerError> {
     let patch = json!({"metadata": {"labels": {LABEL_PROJECT: project}}});
     let prov = Kind::ProvCluster.namespaced(owners.client.clone(), &owners.hub.cfg.workspace);
-    call(owners, "cluster", "patch").await;
-    let patched = prov
-        .patch(&t.prov_name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| {
-            OwnerError::from_kube(
-                format!("recording the project on cluster {}", t.prov_name),
-                e,
-            )
-        })?;
+    let patched = call(
+        owners,
+        "cluster",
+        "patch",
+        prov.patch(&t.prov_name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .map_err(|e| {
+        OwnerError::from_kube(
+            format!("recording the project on cluster {}", t.prov_name),
+            e,
+        )
+    })?;
     // Seen at once by the next decision, before the watch event arrives.
-    owners.hub.record_written(parse_prov(&patched));
+    owners
+        .hub
+        .record_written(parse_prov(&patched, &owners.hub.cfg.proof_key));
     let mgmt = Kind::MgmtCluster.all(owners.client.clone());
-    call(owners, "cluster", "patch").await;
-    mgmt.patch(&t.mgmt_id, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| {
-            OwnerError::from_kube(format!("recording the project on cluster {}", t.mgmt_id), e)
-        })?;
+    call(
+        owners,
+        "cluster",
+        "patch",
+        mgmt.patch(&t.mgmt_id, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .map_err(|e| {
+        OwnerError::from_kube(format!("recording the project on cluster {}", t.mgmt_id), e)
+    })?;
     tracing::info!(cluster = %t.prov_name, rancher_cluster = %t.mgmt_id, project = project.unwrap_or("(none)"), "vCluster moved; project label updated");
     Ok(())
 }
@@ -232,7 +253,6 @@ async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<
     let api = Kind::Crtb.namespaced(writer.clone(), &t.mgmt_id);
     let mut errors = Vec::new();
     for (name, uid) in plan.delete {
-        call(owners, "crtb", "delete").await;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(uid),
@@ -240,7 +260,7 @@ async fn carry_out(owners: &Owners, key: &VcKey, t: &Target, plan: Plan) -> Vec<
             }),
             ..DeleteParams::background()
         };
-        match api.delete(&name, &dp).await {
+        match call(owners, "crtb", "delete", api.delete(&name, &dp)).await {
             Ok(_) => {
                 tracing::info!(host = %key.host, uid = %key.uid, rancher_cluster = %t.mgmt_id, binding = %name, "owner binding deleted");
                 owners.store().forget_owned(&t.mgmt_id, &name);
@@ -283,16 +303,21 @@ async fn create(
     d: &Desired,
 ) -> Result<(), OwnerError> {
     let obj = build_crtb(key, &t.mgmt_id, d);
-    call(owners, "crtb", "create").await;
-    let created = match api.create(&PostParams::default(), &obj).await {
+    let created = match call(
+        owners,
+        "crtb",
+        "create",
+        api.create(&PostParams::default(), &obj),
+    )
+    .await
+    {
         Ok(c) => c,
         // Exists already: ours (an earlier attempt, or the watch lags) is adopted. With
         // no object of that name, Rancher's webhook (2.14+) refused a duplicate: another
         // CRTB already makes this grant, which is all that was wanted.
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            call(owners, "crtb", "get").await;
             let reader = Kind::Crtb.namespaced(owners.client.clone(), &t.mgmt_id);
-            let existing = match reader.get(&d.name).await {
+            let existing = match call(owners, "crtb", "get", reader.get(&d.name)).await {
                 Ok(o) => o,
                 Err(kube::Error::Api(g)) if g.code == 404 => {
                     tracing::info!(host = %key.host, uid = %key.uid, rancher_cluster = %t.mgmt_id, role = %d.role, subject = %d.subject.id(), "owner binding not created: another binding of the cluster already grants it");

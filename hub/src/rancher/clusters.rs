@@ -5,6 +5,8 @@
 //! decided by the controller's `ensure` (in the `clusters` folder), which a test drives
 //! against an in-memory fake.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
@@ -17,27 +19,35 @@ use vclink_proto::v1::VCluster;
 
 use super::{Kind, parse_prov};
 use crate::core::index::{ProvCluster, VcKey};
+use crate::core::proof::{ANNOTATION_PROOF, ANNOTATION_PROOF_UID, ProofKey, Signed};
 
 /// The calls the provisioning-cluster controller makes. Errors are the API server's,
 /// unchanged (the caller tells a 409 or 404 from a failure).
 #[async_trait]
 pub trait ProvClusters: Send + Sync + 'static {
-    /// Creates the provisioning cluster `name` for the vCluster; returns it as written.
+    /// Creates the provisioning cluster `name` for the vCluster, carrying the
+    /// create-time proof `proof` (`core::proof`); returns it as written.
     async fn create(
         &self,
         name: &str,
         key: &VcKey,
         vc: &VCluster,
+        proof: &str,
     ) -> Result<ProvCluster, kube::Error>;
     /// Reads the provisioning cluster `name`.
     async fn get(&self, name: &str) -> Result<ProvCluster, kube::Error>;
-    /// Puts the vCluster's labels on the existing provisioning cluster `name` (adoption).
+    /// Puts the vCluster's labels and both proofs on the existing provisioning cluster
+    /// `name`, in one patch (adoption; a reinstalled vCluster's new Service UID).
     async fn label(
         &self,
         name: &str,
         key: &VcKey,
         vc: &VCluster,
+        proofs: &Signed,
     ) -> Result<ProvCluster, kube::Error>;
+    /// Writes the UID-bound proof on the provisioning cluster `name` (right after its
+    /// create, or when only the create-time proof is there).
+    async fn seal(&self, name: &str, proof_uid: &str) -> Result<ProvCluster, kube::Error>;
     /// Puts the vCluster's labels on the management cluster `id`, the source of truth
     /// for labels after creation.
     async fn label_mgmt(&self, id: &str, key: &VcKey, vc: &VCluster) -> Result<(), kube::Error>;
@@ -59,16 +69,20 @@ pub struct KubeProvClusters {
     workspace: String,
     limiter: RateLimiter,
     requests: Family<Labels, Counter>,
+    /// Judges what the API server returns (`core::proof`).
+    proof_key: Arc<ProofKey>,
 }
 
 impl KubeProvClusters {
     /// Clients for the workspace's provisioning clusters and the management clusters;
-    /// every call waits for `limiter` and is counted in `requests{verb}`.
+    /// every call waits for `limiter` and is counted in `requests{verb}`; what comes back
+    /// is judged with `proof_key`.
     pub fn new(
         client: Client,
         workspace: &str,
         limiter: RateLimiter,
         requests: Family<Labels, Counter>,
+        proof_key: Arc<ProofKey>,
     ) -> Self {
         let prov = Kind::ProvCluster.namespaced(client.clone(), workspace);
         Self {
@@ -79,6 +93,7 @@ impl KubeProvClusters {
             workspace: workspace.to_string(),
             limiter,
             requests,
+            proof_key,
         }
     }
 
@@ -92,9 +107,15 @@ impl KubeProvClusters {
         self
     }
 
-    async fn call(&self, verb: &'static str) {
-        self.limiter.until_ready().await;
+    /// Waits for the rate limiter, then checks the leader fence: a replica that lost
+    /// the lease while this write waited sends nothing.
+    async fn call(&self, verb: &'static str) -> Result<(), kube::Error> {
+        self.limiter
+            .until_ready_fenced()
+            .await
+            .map_err(|e| kube::Error::Service(Box::new(e)))?;
         self.requests.get_or_create(&[("verb", verb)]).inc();
+        Ok(())
     }
 }
 
@@ -105,17 +126,23 @@ impl ProvClusters for KubeProvClusters {
         name: &str,
         key: &VcKey,
         vc: &VCluster,
+        proof: &str,
     ) -> Result<ProvCluster, kube::Error> {
-        self.call("create").await;
-        let o = build_cluster(name, &self.workspace, key, vc, self.no_creator_rbac);
+        self.call("create").await?;
+        let mut o = build_cluster(name, &self.workspace, key, vc, self.no_creator_rbac);
+        o.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_PROOF.into(), proof.into());
         Ok(parse_prov(
             &self.creator.create(&PostParams::default(), &o).await?,
+            &self.proof_key,
         ))
     }
 
     async fn get(&self, name: &str) -> Result<ProvCluster, kube::Error> {
-        self.call("get").await;
-        Ok(parse_prov(&self.prov.get(name).await?))
+        self.call("get").await?;
+        Ok(parse_prov(&self.prov.get(name).await?, &self.proof_key))
     }
 
     async fn label(
@@ -123,19 +150,36 @@ impl ProvClusters for KubeProvClusters {
         name: &str,
         key: &VcKey,
         vc: &VCluster,
+        proofs: &Signed,
     ) -> Result<ProvCluster, kube::Error> {
-        let patch = json!({ "metadata": { "labels": our_labels(key, vc) } });
-        self.call("patch").await;
+        let patch = json!({ "metadata": {
+            "labels": our_labels(key, vc),
+            "annotations": {
+                ANNOTATION_PROOF: proofs.proof,
+                ANNOTATION_PROOF_UID: proofs.proof_uid,
+            },
+        } });
+        self.call("patch").await?;
         let patched = self
             .prov
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        Ok(parse_prov(&patched))
+        Ok(parse_prov(&patched, &self.proof_key))
+    }
+
+    async fn seal(&self, name: &str, proof_uid: &str) -> Result<ProvCluster, kube::Error> {
+        let patch = json!({ "metadata": { "annotations": { ANNOTATION_PROOF_UID: proof_uid } } });
+        self.call("patch").await?;
+        let patched = self
+            .prov
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(parse_prov(&patched, &self.proof_key))
     }
 
     async fn label_mgmt(&self, id: &str, key: &VcKey, vc: &VCluster) -> Result<(), kube::Error> {
         let patch = json!({ "metadata": { "labels": our_labels(key, vc) } });
-        self.call("patch").await;
+        self.call("patch").await?;
         self.mgmt
             .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -143,7 +187,7 @@ impl ProvClusters for KubeProvClusters {
     }
 
     async fn delete(&self, name: &str, uid: String) -> Result<(), kube::Error> {
-        self.call("delete").await;
+        self.call("delete").await?;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(uid),

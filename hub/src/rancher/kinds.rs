@@ -86,9 +86,9 @@ pub(crate) async fn check_served(
             Ok(list) => list.resources.iter().any(|r| r.name == plural),
             Err(kube::Error::Api(e)) if e.code == 404 => false,
             Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot reach the Kubernetes API to check for {gv}: {e}"
-                ));
+                // The source stays attached: its chain says why (refused, DNS, TLS).
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot reach the Kubernetes API to check for {gv}")));
             }
         };
         if !found {

@@ -20,6 +20,9 @@ use vclink_proto::Secret;
 use vclink_proto::keys::{LABEL_HOST_CLUSTER, LABEL_SERVICE_UID};
 
 use crate::core::index::{Conn, Crt, MgmtCluster, ProvCluster, VcKey};
+use crate::core::proof::{
+    self, ANNOTATION_PROOF, ANNOTATION_PROOF_UID, Observed, ProofKey, Subject, Trust,
+};
 pub use kinds::Kind;
 use kinds::check_served;
 
@@ -91,13 +94,54 @@ pub(crate) fn loft_key(o: &DynamicObject) -> Option<VcKey> {
     ))
 }
 
-/// Reduces a provisioning cluster.
-pub(crate) fn parse_prov(o: &DynamicObject) -> ProvCluster {
+fn annotation<'a>(o: &'a DynamicObject, k: &str) -> Option<&'a str> {
+    o.metadata.annotations.as_ref()?.get(k).map(String::as_str)
+}
+
+/// `field.cattle.io/creatorId`: the Rancher user whose request created the cluster.
+/// Rancher's webhook sets it from the requester on create and refuses any change.
+pub(crate) const CREATOR_ID: &str = "field.cattle.io/creatorId";
+
+/// The creator Rancher's webhook recorded on a provisioning cluster.
+pub(crate) fn creator_id(o: &DynamicObject) -> Option<&str> {
+    annotation(o, CREATOR_ID).filter(|v| !v.is_empty())
+}
+
+/// Judges the hub's proofs on a provisioning cluster that names the vCluster `key`.
+fn trust(o: &DynamicObject, key: &VcKey, proof_key: &ProofKey) -> Trust {
+    let (namespace, name) = (o.namespace().unwrap_or_default(), o.name_any());
+    let subject = Subject {
+        namespace: &namespace,
+        name: &name,
+        host: &key.host,
+        svc_uid: &key.uid,
+    };
+    let observed = Observed {
+        object_uid: o.metadata.uid.as_deref().unwrap_or_default(),
+        created_unix: o
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        proof: annotation(o, ANNOTATION_PROOF),
+        proof_uid: annotation(o, ANNOTATION_PROOF_UID),
+    };
+    proof::judge(proof_key, &subject, &observed)
+}
+
+/// Reduces a provisioning cluster, judging its proofs with `proof_key` (a cluster
+/// without our labels is judged unproven: it names no vCluster).
+pub(crate) fn parse_prov(o: &DynamicObject, proof_key: &ProofKey) -> ProvCluster {
     let st = status(o);
+    let key = key_from_labels(o);
     ProvCluster {
         name: o.name_any(),
         uid: o.uid().unwrap_or_default(),
-        key: key_from_labels(o),
+        trust: key
+            .as_ref()
+            .map(|k| trust(o, k, proof_key))
+            .unwrap_or_default(),
+        key,
         mgmt_id: str_at(st, "clusterName").map(Into::into),
         ready: st
             .and_then(|s| s.get("ready"))
@@ -105,6 +149,9 @@ pub(crate) fn parse_prov(o: &DynamicObject) -> ProvCluster {
             .unwrap_or(false),
         deleting: o.metadata.deletion_timestamp.is_some(),
         project: label(o, vclink_proto::keys::LABEL_PROJECT).map(Into::into),
+        vcluster: label(o, vclink_proto::keys::LABEL_NAMESPACE)
+            .zip(label(o, vclink_proto::keys::LABEL_NAME))
+            .map(|(ns, n)| (ns.to_string(), n.to_string())),
         version: o
             .metadata
             .resource_version
@@ -127,8 +174,10 @@ fn cond_is(c: Option<&Value>, field: &str, v: &str) -> bool {
 }
 
 /// Reduces a management cluster: `Connected` (2.15) decides when present, else `Ready`
-/// (≤ 2.14); `Ready=False` with reason `Disconnected` means the tunnel was lost.
-pub(crate) fn parse_mgmt(o: &DynamicObject) -> MgmtCluster {
+/// (≤ 2.14); `Ready=False` with reason `Disconnected` means the tunnel was lost. Of its
+/// labels only the host opt-in booleans are kept: the `hosts` selector's label, and
+/// `vclink.io/nested-import=enabled`.
+pub(crate) fn parse_mgmt(o: &DynamicObject, hosts: &crate::config::HostSelector) -> MgmtCluster {
     let connected = condition(o, "Connected");
     let ready = condition(o, "Ready");
     let conn = if connected.is_some() {
@@ -150,9 +199,12 @@ pub(crate) fn parse_mgmt(o: &DynamicObject) -> MgmtCluster {
     } else {
         conn
     };
+    let (nk, nv) = crate::core::scope::NESTED_IMPORT_LABEL;
     MgmtCluster {
         id: o.name_any(),
         conn,
+        host_opt_in: label(o, &hosts.key) == Some(hosts.value.as_str()),
+        nested_opt_in: label(o, nk) == Some(nv),
     }
 }
 
@@ -206,19 +258,117 @@ mod tests {
                 "labels": {"vclink.io/host-cluster": "c-m-h", "vclink.io/service-uid": "s"}},
             "status": {"clusterName": "c-m-abc", "ready": true}
         }));
-        let p = parse_prov(&o);
+        let p = parse_prov(&o, &crate::testing::test_proof_key());
         assert_eq!(p.key, Some(VcKey::new("c-m-h", "s")));
         assert_eq!(p.mgmt_id.as_deref(), Some("c-m-abc"));
         assert!(p.ready && !p.deleting);
+        assert_eq!(
+            p.trust,
+            Trust::Unproven(proof::Unproven::Missing),
+            "labels alone prove nothing"
+        );
+    }
+
+    /// A provisioning cluster named `name` (UID `uid`, created at `created`) labelled
+    /// for host `c-m-h`, Service UID `s`, with these annotations.
+    fn labelled(name: &str, uid: &str, created: &str, annotations: Value) -> DynamicObject {
+        obj(json!({
+            "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
+            "metadata": {"name": name, "namespace": "fleet-default", "uid": uid,
+                "creationTimestamp": created,
+                "labels": {"vclink.io/host-cluster": "c-m-h", "vclink.io/service-uid": "s"},
+                "annotations": annotations},
+        }))
+    }
+
+    #[test]
+    fn the_watch_judges_both_proofs_from_the_object() {
+        let key = crate::testing::test_proof_key();
+        let created = "2024-05-01T10:00:00Z";
+        let at: i64 = 1_714_557_600; // the same instant
+        let s = Subject {
+            namespace: "fleet-default",
+            name: "x",
+            host: "c-m-h",
+            svc_uid: "s",
+        };
+        let create = proof::sign_create(&key, &s, at);
+        let uid = proof::sign_uid(&key, &s, "u1");
+        let judged = |o: &DynamicObject| parse_prov(o, &key).trust;
+        let both = json!({ANNOTATION_PROOF: create, ANNOTATION_PROOF_UID: uid});
+        assert_eq!(
+            judged(&labelled("x", "u1", created, both.clone())),
+            Trust::Proven
+        );
+        assert_eq!(
+            judged(&labelled(
+                "x",
+                "u1",
+                created,
+                json!({ANNOTATION_PROOF: create})
+            )),
+            Trust::ProvenAtCreate
+        );
+        // Every label and annotation copied onto another object: another name, or the
+        // same name re-created later (another UID, another creationTimestamp).
+        assert!(!judged(&labelled("y", "u2", created, both.clone())).is_proven());
+        assert!(!judged(&labelled("x", "u2", "2024-05-01T11:00:00Z", both.clone())).is_proven());
+        // Another key (another hub's, or a guess).
+        let other = ProofKey::from_bytes(&[1; proof::KEY_LEN]).unwrap();
+        assert!(
+            !parse_prov(&labelled("x", "u1", created, both), &other)
+                .trust
+                .is_proven()
+        );
+    }
+
+    #[test]
+    fn operator_clusters_are_candidates_only_from_the_configured_creator() {
+        let op = |creator: &str, deleting: bool| {
+            let mut v = json!({
+                "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
+                "metadata": {"name": "vc-op", "namespace": "fleet-default", "uid": "u",
+                    "labels": {LOFT_HOST_CLUSTER: "c-m-h", LOFT_SERVICE_UID: "s"},
+                    "annotations": {CREATOR_ID: creator}},
+            });
+            if deleting {
+                v["metadata"]["deletionTimestamp"] = json!("2024-05-01T10:00:00Z");
+            }
+            obj(v)
+        };
+        let want = Some(VcKey::new("c-m-h", "s"));
+        let candidate = watch::operator_candidate;
+        assert_eq!(
+            candidate(
+                &op("vcluster-rancher-operator", false),
+                "vcluster-rancher-operator"
+            ),
+            want
+        );
+        assert_eq!(
+            candidate(&op("u-tenant", false), "vcluster-rancher-operator"),
+            None
+        );
+        assert_eq!(candidate(&op("", false), "vcluster-rancher-operator"), None);
+        assert_eq!(
+            candidate(
+                &op("vcluster-rancher-operator", true),
+                "vcluster-rancher-operator"
+            ),
+            None
+        );
     }
 
     #[test]
     fn management_connection_by_rancher_version() {
         let m = |conds: Value| {
-            parse_mgmt(&obj(
-                json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+            parse_mgmt(
+                &obj(
+                    json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
             "metadata": {"name": "c-m-1"}, "status": {"conditions": conds}}),
-            ))
+                ),
+                &crate::config::HostSelector::default(),
+            )
         };
         assert_eq!(m(json!([{"type": "Connected", "status": "True"}, {"type": "Ready", "status": "False"}])).conn, Conn::Connected);
         assert_eq!(m(json!([{"type": "Connected", "status": "False"}, {"type": "Ready", "status": "True"}])).conn, Conn::NotConnected);
@@ -231,6 +381,25 @@ mod tests {
             Conn::Disconnected
         );
         assert_eq!(m(json!([])).conn, Conn::NotConnected);
+    }
+
+    #[test]
+    fn only_the_host_opt_in_labels_are_kept() {
+        let m = |labels: Value| {
+            parse_mgmt(
+                &obj(
+                    json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+                    "metadata": {"name": "c-m-1", "labels": labels}}),
+                ),
+                &crate::config::HostSelector::default(),
+            )
+        };
+        let none = m(json!({"vclink.io/agent": "disabled"}));
+        assert!(!none.host_opt_in && !none.nested_opt_in);
+        let host = m(json!({"vclink.io/agent": "enabled"}));
+        assert!(host.host_opt_in && !host.nested_opt_in);
+        let nested = m(json!({"vclink.io/agent": "enabled", "vclink.io/nested-import": "enabled"}));
+        assert!(nested.host_opt_in && nested.nested_opt_in);
     }
 
     #[test]

@@ -4,19 +4,25 @@
 //! vCluster keys immediately: the path from "Rancher wrote the token" to "Register
 //! sent" has no timer in it). A (re)list arrives as one [`Op::Replace`]; once every
 //! watch has listed, [`Feed::listed`] is called once.
+//!
+//! Provisioning clusters are judged here, per object, with the hub's proof key
+//! (`core::proof`): the index only ever sees the verdict, never the key.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use vclink_proto::Secret;
 use vclink_proto::keys::{LABEL_MANAGED_BY, MANAGED_BY_VALUE};
 
-use super::{Kind, LOFT_SERVICE_UID, loft_key, parse_crt, parse_mgmt, parse_prov, parse_setting};
+use super::{
+    Kind, LOFT_SERVICE_UID, creator_id, loft_key, parse_crt, parse_mgmt, parse_prov, parse_setting,
+};
 use crate::core::index::{Crt, MgmtCluster, ProvCluster, TOKEN_SECRET_NAME, VcKey};
+use crate::core::proof::ProofKey;
 pub use crate::watch::Op;
 use crate::watch::{self, ListGate};
 
@@ -27,7 +33,7 @@ pub trait Feed: Send + Sync + 'static {
     /// Provisioning clusters of the vcluster-rancher-operator nobody adopted yet: name
     /// and the vCluster key on its labels (`None` once it is being deleted).
     fn legacy(&self, op: Op<(String, Option<VcKey>)>);
-    /// Management clusters labelled as ours.
+    /// Management clusters (all of them: vClusters' and hosts').
     fn mgmt(&self, op: Op<MgmtCluster>);
     /// Registration tokens (`default-token` of each cluster).
     fn token(&self, op: Op<Crt>);
@@ -39,15 +45,43 @@ pub trait Feed: Send + Sync + 'static {
     fn listed(&self);
 }
 
+/// How clusters are trusted: the proof key, and the Rancher user whose operator
+/// clusters may be adopted (`--adopt-operator-clusters-created-by`; `None`: never).
+#[derive(Clone, Debug)]
+pub struct Trusting {
+    /// The hub's proof key.
+    pub proof_key: Arc<ProofKey>,
+    /// Operator clusters are adoption candidates only with this `creatorId`.
+    pub operator_creator: Option<String>,
+}
+
+/// The vCluster key of an operator cluster that may be adopted: not being deleted, and
+/// created by `creator` (Rancher's webhook records the requesting user as creator and
+/// refuses to change it, so a tenant cannot make their own cluster look like the
+/// operator's).
+pub(crate) fn operator_candidate(o: &DynamicObject, creator: &str) -> Option<VcKey> {
+    if o.metadata.deletion_timestamp.is_some() || creator_id(o) != Some(creator) {
+        return None;
+    }
+    loft_key(o)
+}
+
 /// Starts every watch; they run until `shutdown`.
 pub fn spawn_all(
     client: Client,
     workspace: &str,
+    trusting: Trusting,
+    hosts: &crate::config::HostSelector,
     feed: Arc<dyn Feed>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let f = feed.clone();
-    let gate = ListGate::new(6, move || {
+    let watches = if trusting.operator_creator.is_some() {
+        6
+    } else {
+        5
+    };
+    let gate = ListGate::new(watches, move || {
         tracing::info!("initial lists loaded; accepting agents");
         f.listed();
     });
@@ -59,7 +93,10 @@ pub fn spawn_all(
     tasks.push(watch::spawn(
         Kind::ProvCluster.namespaced(client.clone(), workspace),
         watcher::Config::default().labels(&managed),
-        |o| Some(parse_prov(o)),
+        {
+            let proof_key = trusting.proof_key.clone();
+            move |o| Some(parse_prov(o, &proof_key))
+        },
         move |op| f.prov(op),
         gate.clone(),
         shutdown.clone(),
@@ -67,28 +104,32 @@ pub fn spawn_all(
     ));
 
     // Provisioning clusters the vcluster-rancher-operator created and nobody adopted
-    // yet (its labels, not ours): adopted instead of duplicated when their vCluster is
-    // reported. A cluster being deleted is no candidate.
-    let f = feed.clone();
-    tasks.push(watch::spawn(
-        Kind::ProvCluster.namespaced(client.clone(), workspace),
-        watcher::Config::default().labels(&format!("{LOFT_SERVICE_UID},!{LABEL_MANAGED_BY}")),
-        |o| {
-            let key = loft_key(o).filter(|_| o.metadata.deletion_timestamp.is_none());
-            Some((o.name_any(), key))
-        },
-        move |op| f.legacy(op),
-        gate.clone(),
-        shutdown.clone(),
-        "clusters of the vcluster-rancher-operator",
-    ));
+    // yet (its labels, not ours), only when the hub was told which Rancher user the
+    // operator runs as: adopted instead of duplicated when their vCluster is reported
+    // by the host their labels name. Without that setting no such watch runs.
+    if let Some(creator) = trusting.operator_creator {
+        let f = feed.clone();
+        tasks.push(watch::spawn(
+            Kind::ProvCluster.namespaced(client.clone(), workspace),
+            watcher::Config::default().labels(&format!("{LOFT_SERVICE_UID},!{LABEL_MANAGED_BY}")),
+            move |o| Some((o.name_any(), operator_candidate(o, &creator))),
+            move |op| f.legacy(op),
+            gate.clone(),
+            shutdown.clone(),
+            "clusters of the vcluster-rancher-operator",
+        ));
+    }
 
-    // Management clusters: labels were copied from our provisioning clusters.
+    // Management clusters: those of vClusters (labels copied from our provisioning
+    // clusters) and the hosts, whose opt-in label is read here. No label selector can
+    // select both, so all are watched; they are few besides the vClusters' own, and
+    // each is reduced to its id, connection and two booleans at once.
     let f = feed.clone();
+    let hosts = hosts.clone();
     tasks.push(watch::spawn(
         Kind::MgmtCluster.all(client.clone()),
-        watcher::Config::default().labels(&managed),
-        |o| Some(parse_mgmt(o)),
+        watcher::Config::default(),
+        move |o| Some(parse_mgmt(o, &hosts)),
         move |op| f.mgmt(op),
         gate.clone(),
         shutdown.clone(),

@@ -33,6 +33,10 @@ pub struct E2eOptions {
     pub downstreams: usize,
     /// Start an agent for every downstream (default true).
     pub start_agents: bool,
+    /// Opt every downstream in as a host, as an administrator following the README does:
+    /// label its Rancher cluster `vclink.io/agent=enabled`, which the hub requires
+    /// (default true).
+    pub opt_in_hosts: bool,
     /// Hub options (removal grace is taken from `removal_grace` unless set here).
     pub hub: HubOptions,
     /// Options for every agent.
@@ -48,6 +52,7 @@ impl Default for E2eOptions {
             removal_grace: Duration::from_secs(2),
             downstreams: 1,
             start_agents: true,
+            opt_in_hosts: true,
             hub: HubOptions::default(),
             agent: AgentOptions::default(),
         }
@@ -119,6 +124,11 @@ impl E2eEnv {
                 .add_downstream(&name, &cluster)
                 .await
                 .with_context(|| format!("importing {name}"))?;
+            if opts.opt_in_hosts {
+                opt_in_host(&local, &cluster_id)
+                    .await
+                    .with_context(|| format!("opting {name} ({cluster_id}) in as a host"))?;
+            }
             let runner = JobRunner::start(
                 &cluster,
                 RunnerConfig {
@@ -291,6 +301,26 @@ impl E2eEnv {
         })
         .await?)
     }
+}
+
+/// The label of a Rancher cluster that lets the hub serve its agent (the hub's default
+/// `--host-selector`, and the label that makes Fleet deploy the agent).
+pub const HOST_OPT_IN_LABEL: (&str, &str) = ("vclink.io/agent", "enabled");
+
+/// Opts the Rancher cluster `id` in as a host: labels its management cluster (what the
+/// hub reads) [`HOST_OPT_IN_LABEL`].
+pub async fn opt_in_host(local: &Cluster, id: &str) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::all_with(local.client().await?, &management_cluster());
+    let (k, v) = HOST_OPT_IN_LABEL;
+    let patch = serde_json::json!({"metadata": {"labels": {k: v}}});
+    api.patch(
+        id,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .with_context(|| format!("labelling management cluster {id} {k}={v}"))?;
+    Ok(())
 }
 
 /// `provisioning.cattle.io/v1` `Cluster`.

@@ -57,6 +57,12 @@ async fn only_opted_in_hosts_and_opted_in_nested_hosts_are_served() -> anyhow::R
     let mut env = start(
         E2eOptions {
             start_agents: false,
+            // Nested hosts are off by default (a cluster owner can edit the labels of
+            // their own cluster); the second half of this test needs them allowed.
+            hub: vclink_harness::HubOptions {
+                extra_args: vec!["--allow-nested-hosts".into()],
+                ..Default::default()
+            },
             ..Default::default()
         },
         false,

@@ -135,8 +135,15 @@ async fn fifty_vclusters_five_hundred_bindings() -> anyhow::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("owners-scale.txt"), &report)?;
-    // Every write was needed: one create per binding, one delete per removed one.
-    assert_eq!(creates as usize, want, "{report}");
+    // One create per binding; a create sent in the moment between Rancher creating the
+    // hub user's `creator-cluster-owner` binding and rendering its RBAC is refused and
+    // retried with backoff (as it would be against Rancher), so allow a few of those.
+    let creates = creates as usize;
+    assert!(
+        creates >= want && creates <= want + want / 10,
+        "{creates} CRTB creates for {want} bindings (at most 10% retried): {report}"
+    );
+    // Removals: exactly one delete per removed binding.
     assert_eq!(
         crtb_deletes2 as usize,
         PROJECTS * PER_PROJECT_VCS,

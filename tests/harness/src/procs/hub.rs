@@ -147,7 +147,15 @@ impl HubProcess {
                 _ => rbac::HUB_RANCHER_USER.to_owned(),
             };
             let at = args.len() - opts.extra_args.len();
-            args.splice(at..at, [format!("--impersonate-user={user}")]);
+            // And VCLINK_PROOF_KEY_NAMESPACE: the release namespace, where the chart lets
+            // the hub keep its proof key.
+            args.splice(
+                at..at,
+                [
+                    format!("--impersonate-user={user}"),
+                    format!("--proof-key-namespace={}", rbac::RELEASE_NAMESPACE),
+                ],
+            );
         }
         let mut env = vec![(
             "KUBECONFIG".to_owned(),

@@ -321,9 +321,12 @@ pub async fn assert_imported(
     assert_eq!(lab(keys::LABEL_NAME), Some(vc.name()), "{l:?}");
     assert_eq!(lab(keys::LABEL_PROJECT), project, "{l:?}");
     let a = pc.metadata.annotations.clone().unwrap_or_default();
+    // The hub creates clusters as its own Rancher user (impersonated), so Rancher's
+    // webhook records that user as the creator and makes it the cluster's owner.
+    assert!(!a.contains_key("field.cattle.io/no-creator-rbac"), "{a:?}");
     assert_eq!(
-        a.get("field.cattle.io/no-creator-rbac").map(String::as_str),
-        Some("true"),
+        a.get("field.cattle.io/creatorId").map(String::as_str),
+        Some(vclink_harness::env::HUB_RANCHER_USER),
         "{a:?}"
     );
     assert_eq!(
@@ -332,7 +335,6 @@ pub async fn assert_imported(
         Some("false"),
         "{a:?}"
     );
-    assert!(!a.contains_key("field.cattle.io/creatorId"), "{a:?}");
     assert!(
         pc.data
             .get("spec")

@@ -42,6 +42,7 @@ pub async fn start(opts: E2eOptions, opt_in: bool) -> anyhow::Result<E2eEnv> {
     let start_agents = opts.start_agents;
     let mut env = E2eEnv::start(E2eOptions {
         start_agents: false,
+        opt_in_hosts: opt_in,
         ..opts
     })
     .await?;

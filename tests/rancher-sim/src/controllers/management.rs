@@ -68,6 +68,9 @@ pub async fn reconcile(shared: &Shared, cid: &str) -> Result<Requeue> {
             Some(keys::CREATOR_OWNER_BINDING),
         )
         .await?;
+        // Rendered at once rather than on the CRTB's own watch event, which keeps the
+        // window in which the creator binding exists but its RBAC does not short.
+        super::rbac::reconcile_crtb(shared, cid, keys::CREATOR_CRTB).await?;
         set_condition(
             &mut conditions,
             &old,

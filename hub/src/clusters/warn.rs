@@ -1,0 +1,69 @@
+//! Tells a vCluster's owner about a Rancher cluster that claims their vCluster without
+//! the hub's proof (forged or tampered labels, `core::proof`): a `Status` with
+//! `warning` set and state UNSPECIFIED (the state stays what it is), sent when the
+//! warning appears, changes or goes, once per stream. The agent turns a new warning
+//! into a Warning Event on the vCluster's Service. The claiming cluster itself is never
+//! touched.
+
+use vclink_proto::v1::{HubMessage, State, Status, hub_message::Msg};
+
+use crate::core::index::VcKey;
+use crate::core::proof::Unproven;
+use crate::state::Hub;
+
+/// The warning for an unproven cluster `name` in `workspace`.
+pub fn text(workspace: &str, name: &str) -> String {
+    format!(
+        "a Rancher cluster {workspace}/{name} claims this vCluster but was not created by vclink; it is ignored"
+    )
+}
+
+/// Sends `key`'s warning when it differs from the last one sent on its host's stream.
+pub fn sync(hub: &Hub, key: &VcKey) {
+    let mut w = hub.world();
+    let warning = w
+        .index
+        .unproven_claim(key)
+        .map(|n| text(&hub.cfg.workspace, n))
+        .unwrap_or_default();
+    let Some(h) = w.hosts.get_mut(&key.host) else {
+        return;
+    };
+    if !h.reported.contains_key(&key.uid) {
+        return;
+    }
+    let sent = h
+        .per_vc
+        .get(&key.uid)
+        .map(|p| p.warning.as_str())
+        .unwrap_or_default();
+    if sent == warning {
+        return;
+    }
+    let msg = HubMessage {
+        msg: Some(Msg::Status(Status {
+            uid: key.uid.clone(),
+            state: State::Unspecified as i32,
+            warning: warning.clone(),
+            ..Default::default()
+        })),
+    };
+    if hub.send(h, msg) {
+        tracing::debug!(host = %key.host, uid = %key.uid, "warning sent");
+        h.per_vc.entry(key.uid.clone()).or_default().warning = warning;
+    }
+}
+
+/// Recomputes `vclink_hub_unproven_clusters{reason}` (at scrape time).
+pub fn refresh_gauge(hub: &Hub) {
+    let counts = {
+        let w = hub.world();
+        Unproven::ALL.map(|why| (why, w.index.unproven_count(why)))
+    };
+    for (why, n) in counts {
+        hub.metrics
+            .unproven_clusters
+            .get_or_create(&[("reason", why.as_str())])
+            .set(n);
+    }
+}
