@@ -4,6 +4,10 @@
 # target/bench/results.txt (and are printed). Arguments are passed to vclink-bench, e.g.
 #   ./bench.sh                                # 200 agents × 5,000 vClusters (a few minutes)
 #   ./bench.sh --full                         # 2,000 agents × 50,000 vClusters (slow)
+#   ./bench.sh --hostile                      # hostile clients vs. the hub (~4 min, loopback)
+#   ./bench.sh --faults                       # fault report: case → outcome, "N passed, M failed"
+# Every mode ends with the hub restarted (kill -9) at its scale unless --no-restart, and
+# aborts by itself past --abort-minutes (15).
 #   ./bench.sh --agents 50 --vclusters 1000 --in-flight 200 --idle-seconds 30
 #   ./bench.sh --help
 # The first run on a machine may build kube-apiserver from source (see docs/testenv.md).

@@ -3,7 +3,7 @@
 //! three intervals without a message) sends a burst of ~1,000 Status messages and 200
 //! Registers while the agent's writers drain their queues far slower than the hub
 //! sends. The agent must keep heartbeating at its interval (the largest gap between two
-//! heartbeats the hub sees stays under twice the interval), keep the one stream open,
+//! heartbeats the hub sees stays under the hub's three-interval timeout), keep the one stream open,
 //! and hand the writers one pending op per vCluster holding the newest value instead of
 //! a queue of every message. Once with stand-in writers (the link alone), once with the
 //! agent's real wiring against a real API server at a low `--kube-qps`.
@@ -252,8 +252,8 @@ fn liveness(seen: &Mutex<Seen>, from: Instant) -> Duration {
     assert_eq!(s.closed, None, "the hub never closed the stream");
     assert_eq!(s.hellos, 1, "one stream, no reconnect");
     assert!(
-        gap < HEARTBEAT * 2,
-        "the largest gap between heartbeats was {gap:?}, more than twice the {HEARTBEAT:?} interval"
+        gap < HEARTBEAT * 3,
+        "the largest gap between heartbeats was {gap:?}: a hub closes the stream after three {HEARTBEAT:?} intervals"
     );
     gap
 }

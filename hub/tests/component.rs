@@ -119,6 +119,8 @@ async fn start_hub(client: Client, dir: &std::path::Path) -> Hub {
         // This test's hand-rolled Rancher side has no Projects or role bindings; owner
         // sync is covered by the harness's owners tests against the simulator.
         "--owner-sync=disabled".into(),
+        // The operator's clusters are adopted only from the user it runs as.
+        "--adopt-operator-clusters-created-by=vcluster-rancher-operator".into(),
     ])
     .unwrap();
     let stop = CancellationToken::new();
@@ -299,10 +301,12 @@ async fn hub_creates_registers_and_deletes_against_a_real_api_server() {
     .await
     .unwrap();
 
-    // A cluster the Go operator created for vc4: to be adopted, not duplicated.
+    // A cluster the Go operator created for vc4 (Rancher's webhook recorded the
+    // operator's user as creator): to be adopted, not duplicated.
     let legacy = json!({"apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
         "metadata": {"name": "legacy-vc4", "namespace": WS, "labels": {
-            "loft.sh/vcluster-service-uid": UID4, "loft.sh/vcluster-host-cluster": HOST}},
+            "loft.sh/vcluster-service-uid": UID4, "loft.sh/vcluster-host-cluster": HOST},
+            "annotations": {"field.cattle.io/creatorId": "vcluster-rancher-operator"}},
         "spec": {}, "status": {"clusterName": "c-m-legacy01"}});
     prov.create(
         &PostParams::default(),
@@ -318,9 +322,12 @@ async fn hub_creates_registers_and_deletes_against_a_real_api_server() {
     // The host is opted in (the hub serves agents only of labelled Rancher clusters).
     let host = json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
         "metadata": {"name": HOST, "labels": {"vclink.io/agent": "enabled"}}, "spec": {}});
-    mgmt.create(&PostParams::default(), &serde_json::from_value(host).unwrap())
-        .await
-        .unwrap();
+    mgmt.create(
+        &PostParams::default(),
+        &serde_json::from_value(host).unwrap(),
+    )
+    .await
+    .unwrap();
 
     let hub = start_hub(client.clone(), dir.path()).await;
     let mut agent = Agent::connect(hub.port, &ca).await;
@@ -356,6 +363,13 @@ async fn hub_creates_registers_and_deletes_against_a_real_api_server() {
     })
     .await;
     assert_eq!(adopted.name_any(), "legacy-vc4");
+    for proof in ["vclink.io/proof", "vclink.io/proof-uid"] {
+        assert!(
+            adopted.annotations().contains_key(proof),
+            "adoption writes both proofs: {:?}",
+            adopted.annotations()
+        );
+    }
     let m = mgmt.get("c-m-legacy01").await.unwrap();
     assert_eq!(
         m.labels().get("vclink.io/service-uid").map(String::as_str),

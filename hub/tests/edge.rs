@@ -268,3 +268,35 @@ async fn a_connection_whose_streams_keep_failing_before_authentication_is_closed
     assert_eq!(opened.load(Ordering::SeqCst), 1);
     e.stop.cancel();
 }
+
+#[tokio::test]
+async fn after_welcome_the_message_size_limit_still_applies_through_the_small_windows() {
+    let e = serve(settings()).await;
+    let ch = channel(&e.ca_pem, e.addr).await;
+    let mut s = open(ch, vec![hello("c-m-host0001", String::new())]).await;
+    let m = first(&mut s).await.expect("Welcome");
+    assert!(matches!(m.msg, Some(hub_message::Msg::Welcome(_))));
+    let big = VCluster {
+        uid: "00000000-0000-4000-8000-000000000001".into(),
+        namespace: "ns".into(),
+        name: "vc1".into(),
+        requested_name: "x".repeat(2 << 20),
+        ..Default::default()
+    };
+    s.0.send(AgentMessage {
+        msg: Some(agent_message::Msg::Upsert(Upsert {
+            vcluster: Some(big),
+        })),
+    })
+    .await
+    .unwrap();
+    let st = loop {
+        match first(&mut s).await {
+            Ok(_) => continue,
+            Err(st) => break st,
+        }
+    };
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(rejected(&e.hub, "oversized"));
+    e.stop.cancel();
+}

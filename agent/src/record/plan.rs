@@ -497,7 +497,10 @@ mod tests {
         let text = "a Rancher cluster fleet-default/x claims this vCluster but was not created by vclink; it is ignored";
         let p = plan(&op(text), &BTreeMap::new(), NOW);
         assert_eq!(p.patch[ANNOTATION_WARNING], Some(text.into()));
-        assert!(!p.patch.contains_key(keys::ANNOTATION_STATE), "the state stays");
+        assert!(
+            !p.patch.contains_key(keys::ANNOTATION_STATE),
+            "the state stays"
+        );
         let ev = p.event.expect("one Warning Event");
         assert!(ev.warning && ev.note == text);
         // The same warning again (a reconnect): nothing.

@@ -46,6 +46,10 @@ pub struct Tracker {
     pub welcomed: AtomicU64,
     /// Register messages received.
     pub registers: AtomicU64,
+    /// gRPC messages the simulated agents sent to the hub (all kinds).
+    pub sent: AtomicU64,
+    /// gRPC messages the simulated agents received from the hub (all kinds).
+    pub received: AtomicU64,
 }
 
 impl Tracker {
@@ -192,7 +196,8 @@ struct Ctx {
     cancel: CancellationToken,
 }
 
-async fn channel(hub: &HubTarget) -> anyhow::Result<Channel> {
+/// A TLS channel to the hub, trusting its CA.
+pub async fn channel(hub: &HubTarget) -> anyhow::Result<Channel> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&hub.ca_pem))
         .domain_name("127.0.0.1");
@@ -270,12 +275,14 @@ async fn session(ctx: &mut Ctx, agent: &FakeAgent, generation: &mut u64) -> anyh
     let mut client = LinkClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    ctx.tracker.sent.fetch_add(1, Ordering::Relaxed);
     let mut inbound = client.attach(req).await?.into_inner();
     let welcome = match inbound.message().await?.and_then(|m| m.msg) {
         Some(hub_message::Msg::Welcome(w)) => w,
         other => anyhow::bail!("first hub message was not Welcome: {other:?}"),
     };
     drop(permit);
+    ctx.tracker.received.fetch_add(1, Ordering::Relaxed);
     ctx.tracker.welcomed.fetch_add(1, Ordering::Relaxed);
     let beat = Duration::from_secs(u64::from(welcome.heartbeat_seconds.max(1)));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
@@ -284,22 +291,28 @@ async fn session(ctx: &mut Ctx, agent: &FakeAgent, generation: &mut u64) -> anyh
     let first: &[VCluster] = if full_now { &agent.vclusters } else { &[] };
     for m in snapshot_msgs(*generation, first) {
         tx.send(m).await?;
+        ctx.tracker.sent.fetch_add(1, Ordering::Relaxed);
     }
     loop {
         tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
-            _ = ticker.tick() => tx.send(msg(agent_message::Msg::Heartbeat(Heartbeat {}))).await?,
+            _ = ticker.tick() => {
+                tx.send(msg(agent_message::Msg::Heartbeat(Heartbeat {}))).await?;
+                ctx.tracker.sent.fetch_add(1, Ordering::Relaxed);
+            }
             r = ctx.full.changed() => {
                 if r.is_ok() && *ctx.full.borrow_and_update() {
                     *generation += 1;
                     for m in snapshot_msgs(*generation, &agent.vclusters) {
                         tx.send(m).await?;
+                        ctx.tracker.sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
             m = inbound.message() => {
                 let Some(m) = m? else { anyhow::bail!("the hub closed the stream") };
                 let now = Instant::now();
+                ctx.tracker.received.fetch_add(1, Ordering::Relaxed);
                 match m.msg {
                     Some(hub_message::Msg::Register(r)) => {
                         ctx.tracker.registers.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +324,7 @@ async fn session(ctx: &mut Ctx, agent: &FakeAgent, generation: &mut u64) -> anyh
                             message: String::new(),
                             rancher_cluster_id: r.rancher_cluster_id,
                         }))).await?;
+                        ctx.tracker.sent.fetch_add(1, Ordering::Relaxed);
                     }
                     Some(hub_message::Msg::Status(s)) => {
                         ctx.tracker.with(&s.uid, |seen| { seen.state = s.state; seen.message = s.message; });

@@ -4,7 +4,10 @@
 //! [`scenario`] for the sequence, [`report`] for what each number means.
 #![forbid(unsafe_code)]
 
+mod attack;
 mod env;
+mod faults;
+mod hostile;
 mod loadgen;
 mod measure;
 mod player;
@@ -13,6 +16,7 @@ mod scenario;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -64,6 +68,27 @@ pub struct Args {
     /// Extra environment for the real agent process, `KEY=VALUE` (repeatable).
     #[arg(long, value_parser = parse_env)]
     pub agent_env: Vec<(String, String)>,
+    /// Skip the hub-restart measurement at the end of the scale benchmark.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// Fault report instead (cases on real API servers; see `faults`).
+    #[arg(long)]
+    pub faults: bool,
+    /// Hostile-client benchmark instead (loopback, bounded; see `hostile`).
+    #[arg(long)]
+    pub hostile: bool,
+    /// `--hostile`: unauthenticated slow-Hello connections.
+    #[arg(long, default_value_t = 2_000)]
+    pub hostile_slow: usize,
+    /// `--hostile`: junk-token Hellos per second.
+    #[arg(long, default_value_t = 100)]
+    pub hostile_junk_rate: u32,
+    /// `--hostile`: genuine simulated agents reconnecting during the attack.
+    #[arg(long, default_value_t = 200)]
+    pub hostile_genuine: usize,
+    /// Abort a mode past this many minutes (everything started is stopped).
+    #[arg(long, default_value_t = 15)]
+    pub abort_minutes: u64,
     /// Directory for results.json / results.txt.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -106,8 +131,20 @@ fn main() -> ExitCode {
     // On ctrl-c / SIGTERM the run is dropped, which stops the hub, the agent and the
     // API servers it started.
     let run = async {
+        let limit = Duration::from_secs(args.abort_minutes * 60);
+        let mode = async {
+            if args.faults {
+                faults::run(&args).await
+            } else if args.hostile {
+                hostile::run(&args).await
+            } else {
+                scenario::run(args.clone()).await
+            }
+        };
         tokio::select! {
-            r = scenario::run(args) => r,
+            r = tokio::time::timeout(limit, mode) => r.unwrap_or_else(|_| Err(anyhow::anyhow!(
+                "aborted after {} minutes (--abort-minutes); everything started was stopped", limit.as_secs() / 60
+            ))),
             _ = stop_signal() => Err(anyhow::anyhow!("interrupted; everything started was stopped")),
         }
     };

@@ -52,6 +52,39 @@ pub fn parse_status(text: &str) -> Option<Rss> {
     })
 }
 
+/// CPU time (user + system) a process has used, in seconds, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_ticks(&text).map(|t| t as f64 / clock_ticks())
+}
+
+/// utime + stime (clock ticks) from the text of `/proc/<pid>/stat` (fields 14 and 15;
+/// the command name in parentheses may hold spaces, so fields are counted after it).
+pub fn parse_stat_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `getconf CLK_TCK` (100 on Linux unless told otherwise).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
 /// Summary of latency samples, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Percentiles {
@@ -162,6 +195,22 @@ pub fn count_requests(log: &str, user: &str, since: Timestamp, until: Timestamp)
     out
 }
 
+/// Only the write requests (create, update, patch, delete, deletecollection) of `c`.
+pub fn writes_only(c: &RequestCount) -> RequestCount {
+    let mut out = RequestCount::default();
+    for (k, v) in &c.by_kind {
+        let verb = k.split(' ').next().unwrap_or("");
+        if matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        ) {
+            out.total += v;
+            out.by_kind.insert(k.clone(), *v);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +222,15 @@ mod tests {
         assert_eq!((r.rss_kib, r.hwm_kib), (10240, 20480));
         assert_eq!(r.rss_mib(), 10.0);
         assert_eq!(parse_status("Name: x\n"), None);
+    }
+
+    #[test]
+    fn stat_ticks_are_read_after_the_command_name() {
+        let t =
+            "1234 (vclink hub) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1 2 3\n";
+        assert_eq!(parse_stat_ticks(t), Some(300));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]

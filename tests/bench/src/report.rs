@@ -106,9 +106,50 @@ pub struct AgentMemory {
     pub convergence_seconds: f64,
 }
 
+/// Hub CPU per message (utime + stime of the hub process; messages counted at the
+/// simulated agents, both directions).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Cpu {
+    /// Full snapshots → converged: CPU seconds, messages.
+    pub converge_cpu_seconds: f64,
+    /// Messages in that phase.
+    pub converge_messages: u64,
+    /// Idle window: CPU seconds.
+    pub idle_cpu_seconds: f64,
+    /// Messages in the idle window (heartbeats).
+    pub idle_messages: u64,
+    /// Whole run (hub start → idle end): CPU seconds.
+    pub total_cpu_seconds: f64,
+    /// Messages over the whole run.
+    pub total_messages: u64,
+}
+
+/// Hub restart (kill -9, start again) with everything converged.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Restart {
+    /// kill → /readyz of the new process, seconds.
+    pub ready_seconds: f64,
+    /// kill → every agent attached again, seconds.
+    pub attached_seconds: f64,
+    /// kill → every vCluster connected in the hub's `vclink_hub_vclusters` gauge and no
+    /// other state, seconds (None: not reached).
+    pub settled_seconds: Option<f64>,
+    /// Write requests (create/update/patch/delete) of the hub user in the local
+    /// cluster's audit log from the kill until settled + 10 s, by kind.
+    pub writes: RequestCount,
+    /// The new process's `vclink_hub_api_requests_total` by verb at the end.
+    pub hub_api_requests: Vec<(String, f64)>,
+    /// RSS of the new process when settled.
+    pub rss: Rss,
+}
+
 /// Everything.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Results {
+    /// Hub CPU.
+    pub cpu: Cpu,
+    /// Hub restart at this scale.
+    pub restart: Option<Restart>,
     /// When (UTC).
     pub started_at: String,
     /// Scale.
@@ -309,7 +350,83 @@ pub fn render(r: &Results) -> String {
             verdict(a.idle_end.rss_mib() <= TARGET_AGENT_MIB)
         );
     }
-    let _ = writeln!(o, "5. BINARY SIZES (release profile)");
+    let c = &r.cpu;
+    let per = |s: f64, n: u64| {
+        if n == 0 {
+            f64::NAN
+        } else {
+            s / (n as f64 / 1000.0)
+        }
+    };
+    let _ = writeln!(
+        o,
+        "5. HUB CPU (utime + stime from /proc/<pid>/stat; messages = gRPC messages both ways, counted at the simulated agents)"
+    );
+    let _ = writeln!(
+        o,
+        "   convergence phase: {:.2} CPU-s for {} messages → {:.3} CPU-s per 1,000 messages (includes the API work they cause)",
+        c.converge_cpu_seconds,
+        c.converge_messages,
+        per(c.converge_cpu_seconds, c.converge_messages)
+    );
+    let _ = writeln!(
+        o,
+        "   idle window: {:.2} CPU-s for {} messages → {:.3} CPU-s per 1,000 messages",
+        c.idle_cpu_seconds,
+        c.idle_messages,
+        per(c.idle_cpu_seconds, c.idle_messages)
+    );
+    let _ = writeln!(
+        o,
+        "   whole run: {:.2} CPU-s for {} messages → {:.3} CPU-s per 1,000 messages\n",
+        c.total_cpu_seconds,
+        c.total_messages,
+        per(c.total_cpu_seconds, c.total_messages)
+    );
+    if let Some(rs) = &r.restart {
+        let _ = writeln!(
+            o,
+            "6. HUB RESTART AT THIS SCALE (kill -9, start the same hub again)"
+        );
+        let _ = writeln!(
+            o,
+            "   kill → ready: {:.1} s; → every agent re-attached: {:.1} s",
+            rs.ready_seconds, rs.attached_seconds
+        );
+        match rs.settled_seconds {
+            Some(sv) => {
+                let _ = writeln!(
+                    o,
+                    "   kill → every vCluster connected, nothing pending: {sv:.1} s — target ≤ 60 s: {}",
+                    verdict(sv <= 60.0)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "   kill → every vCluster connected: NOT REACHED — MISSES target"
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "   API writes caused (audit log of the local cluster, user vclink-hub): {} — target 0: {}",
+            rs.writes.total,
+            verdict(rs.writes.total == 0)
+        );
+        requests(&mut o, &rs.writes);
+        let _ = writeln!(
+            o,
+            "   new process's vclink_hub_api_requests_total: {:?}",
+            rs.hub_api_requests
+        );
+        let _ = writeln!(
+            o,
+            "   new process's VmRSS when settled: {:.1} MiB\n",
+            rs.rss.rss_mib()
+        );
+    }
+    let _ = writeln!(o, "7. BINARY SIZES (release profile)");
     for (n, b) in &r.binary_bytes {
         let _ = writeln!(
             o,
@@ -324,6 +441,23 @@ pub fn render(r: &Results) -> String {
         }
     }
     o
+}
+
+/// Writes a mode's results as `results-<mode>.{json,txt}` and as `results.{json,txt}`
+/// (the file the last run wrote); returns `text`.
+pub fn write_mode<T: Serialize>(
+    dir: &Path,
+    mode: &str,
+    r: &T,
+    text: &str,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(r)?;
+    for stem in [format!("results-{mode}"), "results".to_string()] {
+        std::fs::write(dir.join(format!("{stem}.json")), &json)?;
+        std::fs::write(dir.join(format!("{stem}.txt")), text)?;
+    }
+    Ok(text.to_string())
 }
 
 /// Writes `results.json` and `results.txt` into `dir`.

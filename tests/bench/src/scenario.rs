@@ -25,9 +25,9 @@ use vclink_proto::v1::State;
 use crate::Args;
 use crate::env::{self, AGENT_USER, HUB_USER, REAL_AGENT_CLUSTER, WORKSPACE};
 use crate::loadgen::{HubTarget, LoadGen, fake_agents};
-use crate::measure::{Rss, count_requests, percentiles};
+use crate::measure::{Rss, count_requests, cpu_seconds, percentiles, writes_only};
 use crate::player::{Player, write_token};
-use crate::report::{self, AgentMemory, Results, Scale};
+use crate::report::{self, AgentMemory, Cpu, Restart, Results, Scale};
 
 /// Waits until `done()` is true, printing `progress()` every 10 s.
 async fn wait_until(
@@ -65,7 +65,7 @@ fn rss(pid: Option<u32>) -> Rss {
 }
 
 /// Sum of the samples of a metric family in Prometheus text (`name{…} v` lines).
-fn metric_sum(text: &str, name: &str) -> f64 {
+pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
@@ -134,6 +134,8 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         started_at,
         ..Default::default()
     };
+    let cpu = |hub: &HubProcess| hub.pid().and_then(cpu_seconds).unwrap_or(f64::NAN);
+    let cpu_start = cpu(&hub);
     tokio::time::sleep(Duration::from_secs(2)).await;
     results.hub_memory.baseline = rss(hub.pid());
 
@@ -230,6 +232,10 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         args.vclusters,
         held.len()
     );
+    let msgs = |t: &crate::loadgen::Tracker| {
+        t.sent.load(Ordering::Relaxed) + t.received.load(Ordering::Relaxed)
+    };
+    let (c0, n0) = (cpu(&hub), msgs(&lg.tracker));
     lg.send_full_snapshots();
     let (m, k) = (args.vclusters, held.len());
     let t = &lg.tracker;
@@ -244,6 +250,8 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         || format!("states {:?}; player {:?}", t.states(), p.stats),
     )
     .await?;
+    results.cpu.converge_cpu_seconds = cpu(&hub) - c0;
+    results.cpu.converge_messages = msgs(t) - n0;
     results.hub_memory.convergence_seconds = conv.as_secs_f64();
     results.hub_memory.converged = rss(hub.pid());
 
@@ -340,6 +348,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
 
     eprintln!("[bench] idle window of {} s", args.idle_seconds);
     let since = Timestamp::now();
+    let (ci0, ni0) = (cpu(&hub), msgs(t));
     let idle_end = Instant::now() + Duration::from_secs(args.idle_seconds);
     let mut agent_max = 0;
     while Instant::now() < idle_end {
@@ -349,6 +358,14 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let until = Timestamp::now();
+    let ci1 = cpu(&hub);
+    results.cpu = Cpu {
+        idle_cpu_seconds: ci1 - ci0,
+        idle_messages: msgs(t) - ni0,
+        total_cpu_seconds: ci1 - cpu_start,
+        total_messages: msgs(t),
+        ..results.cpu
+    };
     results.hub_memory.idle_end = rss(hub.pid());
     let hours = args.idle_seconds as f64 / 3600.0;
     let local_log = std::fs::read_to_string(&local.audit_log).unwrap_or_default();
@@ -363,6 +380,24 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         agent_mem.idle_end = rss(a.pid());
         agent_mem.idle_max_rss_kib = agent_max;
         results.agent_memory = Some(agent_mem);
+    }
+
+    if !args.no_restart {
+        eprintln!(
+            "[bench] hub restart: kill -9, start again, wait until everything is re-attached and connected"
+        );
+        match restart(
+            &mut hub,
+            &local.audit_log,
+            want_agents,
+            (m + args.services) as f64,
+            timeout,
+        )
+        .await
+        {
+            Ok(r) => results.restart = Some(r),
+            Err(e) => notes.push(format!("hub restart: {e:#}")),
+        }
     }
 
     // Derived memory figures.
@@ -419,6 +454,65 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     }
     let _ = hub.stop().await;
     report::write(&args.out, &results)
+}
+
+/// Kills the hub (SIGKILL), starts it again and measures until every agent is attached
+/// and every vCluster connected, then counts the writes the restart caused.
+async fn restart(
+    hub: &mut HubProcess,
+    audit_log: &std::path::Path,
+    want_agents: f64,
+    want_connected: f64,
+    timeout: Duration,
+) -> anyhow::Result<Restart> {
+    let since = Timestamp::now();
+    let t0 = Instant::now();
+    hub.kill().await;
+    hub.start_again().await.context("starting the hub again")?;
+    let mut r = Restart {
+        ready_seconds: t0.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let h = &*hub;
+    wait_until(
+        "every agent re-attached",
+        timeout,
+        async || hub_metric(h, "vclink_hub_agents_connected").await >= want_agents,
+        String::new,
+    )
+    .await?;
+    r.attached_seconds = t0.elapsed().as_secs_f64();
+    let settled = wait_until(
+        "every vCluster connected and nothing else",
+        Duration::from_secs(300),
+        async || {
+            let text = h.metrics().await.unwrap_or_default();
+            let by = crate::hostile::metric_by_label(&text, "vclink_hub_vclusters", "state");
+            let connected = by.get("connected").copied().unwrap_or(0.0);
+            let others: f64 = by
+                .iter()
+                .filter(|(k, _)| *k != "connected")
+                .map(|(_, v)| v)
+                .sum();
+            connected >= want_connected && others == 0.0
+        },
+        String::new,
+    )
+    .await;
+    if settled.is_ok() {
+        r.settled_seconds = Some(t0.elapsed().as_secs_f64());
+    }
+    r.rss = rss(h.pid());
+    // Writes that follow the settle (a late resync, a status patch) still count.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let log = std::fs::read_to_string(audit_log).unwrap_or_default();
+    r.writes = writes_only(&count_requests(&log, HUB_USER, since, Timestamp::now()));
+    let text = h.metrics().await.unwrap_or_default();
+    r.hub_api_requests =
+        crate::hostile::metric_by_label(&text, "vclink_hub_api_requests_total", "verb")
+            .into_iter()
+            .collect();
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -214,13 +214,32 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
     )
     .await
     .diag(&env)?;
+    // The opted-out Service says why it is not imported, and nothing else: no Rancher
+    // cluster recorded, no registration.
     let mut written = vclink_annotations(&env, 0, &skipped).await?;
     written.remove(keys::ANNOTATION_SKIP_IMPORT);
+    assert_eq!(
+        written.get(keys::ANNOTATION_STATE).map(String::as_str),
+        Some("excluded"),
+        "an opted-out Service shows that it is excluded: {written:?}"
+    );
+    assert!(
+        written
+            .get(keys::ANNOTATION_EXCLUDED_REASON)
+            .is_some_and(|r| r.contains(keys::ANNOTATION_SKIP_IMPORT)),
+        "the reason names the annotation: {written:?}"
+    );
+    for k in [
+        keys::ANNOTATION_STATE,
+        keys::ANNOTATION_EXCLUDED_REASON,
+        keys::ANNOTATION_STATE_SINCE,
+    ] {
+        written.remove(k);
+    }
     assert!(
         written.is_empty(),
-        "vclink wrote on an opted-out Service: {written:?}"
+        "vclink wrote more than the exclusion on an opted-out Service: {written:?}"
     );
-    assert!(service_events(&env, 0, &skipped).await?.is_empty());
     assert!(secrets.of(skipped.service_uid()).is_empty());
 
     // Opting back in imports it.

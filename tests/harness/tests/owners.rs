@@ -277,6 +277,7 @@ async fn restricted_hub_rbac(c: &kube::Client, user: &str) -> anyhow::Result<()>
         {"apiGroups": ["management.cattle.io"], "resources": ["clusters"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["management.cattle.io"], "resources": ["clusterregistrationtokens"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["crt-token-default-token"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vclink-hub-proof-key"], "verbs": ["get"]},
         {"apiGroups": ["management.cattle.io"], "resources": ["settings", "projects", "projectroletemplatebindings", "roletemplates"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["management.cattle.io"], "resources": ["clusterroletemplatebindings"], "verbs": ["get", "list", "watch", "create", "delete"]},
         {"apiGroups": ["provisioning.cattle.io"], "resources": ["clusters"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
@@ -316,6 +317,11 @@ async fn a_refused_binding_is_reported_and_custom_roles_work() -> anyhow::Result
     env.hub.stop().await?;
     let mut hub_opts = opts.hub.clone();
     hub_opts.identity = Some(env.local.issue_identity("vclink-hub-restricted", &[]));
+    // The proof key the first hub (chart RBAC) created in the release namespace.
+    hub_opts.extra_args.push(format!(
+        "--proof-key-namespace={}",
+        vclink_harness::procs::rbac::RELEASE_NAMESPACE
+    ));
     hub_opts.removal_grace = Some(Duration::from_secs(2));
     env.hub = vclink_harness::HubProcess::start(&env.local, hub_opts).await?;
     env.start_agent(0).await?;

@@ -226,6 +226,17 @@ impl RancherSim {
         Ok(backend.id)
     }
 
+    /// Makes cluster id `alias` a proxy target that reaches the same API server as the
+    /// already-connected cluster `like` (benchmarks simulate many downstream clusters
+    /// without one API server each). False when `like` is not connected.
+    pub fn alias_connection(&self, alias: &str, like: &str) -> bool {
+        let Some(c) = self.shared.connection(like) else {
+            return false;
+        };
+        self.shared.set_connection(alias, Some(c));
+        true
+    }
+
     /// An already-imported downstream cluster: creates its provisioning + management
     /// cluster, marks it connected (no agent needed), waits until ready; returns the
     /// `c-m-` id. The cluster becomes a proxy target.

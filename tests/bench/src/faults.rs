@@ -1,0 +1,438 @@
+//! `--faults`: a fault report on real API servers (the end-to-end world of
+//! `vclink_harness::E2eEnv`: Rancher simulator, one downstream cluster with a Job runner,
+//! the release hub and agent). Cases run one after the other in one world, each with its
+//! own vClusters; each prints case → duplicates, wrong deletions, registrations
+//! completed, time to converge, and the run ends with `N passed, M failed`.
+//!
+//! Faults come from the simulator's knobs (`vclink_rancher_sim::Faults`: its admission
+//! webhook answering the hub's creates with an error or not at all, its controllers
+//! failing, its cluster proxy failing TokenReviews) and from killing the processes.
+//! "Duplicates": more than one provisioning cluster for one vCluster's Service UID.
+//! "Wrong deletions": a provisioning cluster of a vCluster that still exists is gone.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kube::Api;
+use kube::api::{DynamicObject, ListParams};
+use serde::Serialize;
+use vclink_harness::env::provisioning_cluster;
+use vclink_harness::{E2eEnv, E2eOptions, HubOptions, SimVCluster, VClusterSpec};
+use vclink_rancher_sim::{Fault, FaultPoint};
+
+use crate::Args;
+
+/// The hub's removal grace in this world: longer than the 10 s stream drops of the
+/// "drops while deleted" case, so that case tests that the timer survives reconnects.
+const GRACE: Duration = Duration::from_secs(15);
+const WS: &str = "fleet-default";
+const CONVERGE: Duration = Duration::from_secs(120);
+
+/// One case's outcome.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CaseResult {
+    /// What was done.
+    pub case: String,
+    /// vClusters with more than one provisioning cluster.
+    pub duplicates: usize,
+    /// Provisioning clusters of live vClusters that disappeared.
+    pub wrong_deletions: usize,
+    /// Registrations completed / expected.
+    pub completed: (usize, usize),
+    /// Seconds from the fault to converged (None: did not converge).
+    pub converge_seconds: Option<f64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl CaseResult {
+    fn passed(&self) -> bool {
+        self.error.is_none()
+            && self.duplicates == 0
+            && self.wrong_deletions == 0
+            && self.completed.0 == self.completed.1
+            && self.converge_seconds.is_some()
+    }
+}
+
+/// Provisioning clusters by Service UID label.
+async fn clusters_by_uid(env: &E2eEnv) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(env.local_client().await?, WS, &provisioning_cluster());
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in api.list(&ListParams::default()).await?.items {
+        if c.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Some(uid) = c
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(vclink_proto::keys::LABEL_SERVICE_UID))
+        {
+            out.entry(uid.clone())
+                .or_default()
+                .push(c.metadata.uid.clone().unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `vc`'s provisioning cluster is ready.
+async fn ready(env: &E2eEnv, vc: &SimVCluster) -> bool {
+    matches!(env.provisioning_cluster_for(WS, vc).await, Ok(Some(pc))
+        if pc.data.pointer("/status/ready").and_then(serde_json::Value::as_bool) == Some(true))
+}
+
+/// Polls `f` every 250 ms until true or `limit`.
+async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+/// The world, the live vClusters and the clusters they had.
+struct World {
+    env: E2eEnv,
+    live: Vec<SimVCluster>,
+    next: usize,
+}
+
+impl World {
+    async fn new_vc(&mut self) -> anyhow::Result<SimVCluster> {
+        self.next += 1;
+        let spec = VClusterSpec::new(&format!("fault-{}", self.next), "vc");
+        self.env.create_vcluster(0, spec).await
+    }
+
+    /// Waits until every vCluster in `vcs` is ready, then judges every live vCluster.
+    async fn judge(&mut self, case: &str, t0: Instant, vcs: Vec<SimVCluster>) -> CaseResult {
+        let want = vcs.len();
+        let env = &self.env;
+        let mut done = 0;
+        let ok = until(CONVERGE, async || {
+            let mut n = 0;
+            for v in &vcs {
+                if ready(env, v).await {
+                    n += 1;
+                }
+            }
+            done = n;
+            n == want
+        })
+        .await;
+        let converge = ok.then(|| t0.elapsed().as_secs_f64());
+        self.live.extend(vcs);
+        let mut r = CaseResult {
+            case: case.into(),
+            completed: (done, want),
+            converge_seconds: converge,
+            ..Default::default()
+        };
+        match clusters_by_uid(&self.env).await {
+            Ok(by) => {
+                r.duplicates = by.values().filter(|v| v.len() > 1).count();
+                r.wrong_deletions = self
+                    .live
+                    .iter()
+                    .filter(|v| !by.contains_key(v.service_uid()))
+                    .count();
+            }
+            Err(e) => r.error = Some(format!("listing clusters: {e:#}")),
+        }
+        r
+    }
+}
+
+async fn hub_metric(env: &E2eEnv, name: &str) -> f64 {
+    crate::scenario::metric_sum(&env.hub.metrics().await.unwrap_or_default(), name)
+}
+
+async fn kill_at_step(w: &mut World, step: &str) -> anyhow::Result<CaseResult> {
+    let vc = w.new_vc().await?;
+    let env = &w.env;
+    let reg0 = hub_metric(env, "vclink_hub_registrations_sent_total").await;
+    let reached = until(CONVERGE, async || match step {
+        "provisioning cluster created" => matches!(env.provisioning_cluster_for(WS, &vc).await, Ok(Some(_))),
+        "management cluster id known" => matches!(env.provisioning_cluster_for(WS, &vc).await, Ok(Some(pc))
+            if pc.data.pointer("/status/clusterName").and_then(serde_json::Value::as_str).is_some_and(|s| !s.is_empty())),
+        _ => hub_metric(env, "vclink_hub_registrations_sent_total").await > reg0,
+    })
+    .await;
+    anyhow::ensure!(reached, "step '{step}' not reached");
+    let t0 = Instant::now();
+    w.env.hub.kill().await;
+    w.env.hub.start_again().await?;
+    Ok(w.judge(&format!("hub kill -9 after: {step}"), t0, vec![vc])
+        .await)
+}
+
+async fn with_fault(
+    w: &mut World,
+    point: FaultPoint,
+    fault: Fault,
+    times: u32,
+    case: &str,
+) -> anyhow::Result<CaseResult> {
+    w.env.sim.faults().inject(point, fault, times);
+    let t0 = Instant::now();
+    let vcs = vec![w.new_vc().await?, w.new_vc().await?];
+    let r = w.judge(case, t0, vcs).await;
+    w.env.sim.faults().inject(point, fault, 0);
+    Ok(r)
+}
+
+async fn agent_away(w: &mut World, away: Duration, case: &str) -> anyhow::Result<CaseResult> {
+    let agent = w.env.agent(0).context("no agent")?;
+    agent.kill().await;
+    tokio::time::sleep(away).await;
+    let t0 = Instant::now();
+    w.env.agent(0).context("no agent")?.start_again()?;
+    let env = &w.env;
+    let back = until(CONVERGE, async || {
+        hub_metric(env, "vclink_hub_agents_connected").await >= 1.0
+    })
+    .await;
+    let mut r = w.judge(case, t0, Vec::new()).await;
+    if !back {
+        r.converge_seconds = None;
+        r.error = Some("the agent did not re-attach".into());
+    }
+    // The clusters must also survive a while after the return.
+    tokio::time::sleep(GRACE + Duration::from_secs(5)).await;
+    let later = w.judge(case, t0, Vec::new()).await;
+    r.wrong_deletions = r.wrong_deletions.max(later.wrong_deletions);
+    Ok(r)
+}
+
+async fn drops_while_deleted(w: &mut World) -> anyhow::Result<CaseResult> {
+    let vc = w.new_vc().await?;
+    let ok = until(CONVERGE, async || ready(&w.env, &vc).await).await;
+    anyhow::ensure!(ok, "the vCluster to be deleted never became ready");
+    let uid = vc.service_uid().to_string();
+    let t0 = Instant::now();
+    vc.delete().await?;
+    // Drop the agent's stream every 10 s (kill -9 + start) until the cluster is gone.
+    let mut gone = None;
+    let deadline = t0 + GRACE * 4 + Duration::from_secs(60);
+    let mut next_drop = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !clusters_by_uid(&w.env).await?.contains_key(&uid) {
+            gone = Some(t0.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() >= next_drop {
+            let a = w.env.agent(0).context("no agent")?;
+            a.kill().await;
+            a.start_again()?;
+            next_drop = Instant::now() + Duration::from_secs(10);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut r = w
+        .judge(
+            "agent stream drops every 10 s while one of its vClusters is deleted (grace 15 s)",
+            t0,
+            Vec::new(),
+        )
+        .await;
+    r.converge_seconds = gone;
+    if gone.is_none() {
+        r.error = Some(format!(
+            "the deleted vCluster's Rancher cluster was still there after {:.0} s",
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(r)
+}
+
+/// Runs every case; returns the report (also `results-faults.{txt,json}`).
+pub async fn run(args: &Args) -> anyhow::Result<String> {
+    eprintln!(
+        "[faults] starting the end-to-end world (simulator, downstream, release hub and agent)"
+    );
+    let env = E2eEnv::start(E2eOptions {
+        removal_grace: GRACE,
+        hub: HubOptions {
+            extra_env: args.hub_env.clone(),
+            ready_timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await?;
+    let mut w = World {
+        env,
+        live: Vec::new(),
+        next: 0,
+    };
+    let mut results = Vec::new();
+    type Case = fn(
+        &mut World,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<CaseResult>> + '_>,
+    >;
+    let cases: Vec<(&str, Case)> = vec![
+        ("kill after create", |w| {
+            Box::pin(kill_at_step(w, "provisioning cluster created"))
+        }),
+        ("kill after id", |w| {
+            Box::pin(kill_at_step(w, "management cluster id known"))
+        }),
+        ("kill after Register", |w| {
+            Box::pin(kill_at_step(w, "Register sent to the agent"))
+        }),
+        ("webhook 500", |w| {
+            Box::pin(with_fault(
+                w,
+                FaultPoint::WebhookProvisioningCluster,
+                Fault::Status(500),
+                3,
+                "the hub's cluster creates answered 500 by Rancher's webhook (3 times)",
+            ))
+        }),
+        ("webhook timeout", |w| {
+            Box::pin(with_fault(
+                w,
+                FaultPoint::WebhookProvisioningCluster,
+                Fault::Timeout,
+                2,
+                "the hub's cluster creates time out in Rancher's webhook (2 times)",
+            ))
+        }),
+        ("mgmt 500", |w| {
+            Box::pin(with_fault(
+                w,
+                FaultPoint::CreateManagementCluster,
+                Fault::Status(500),
+                3,
+                "Rancher fails creating the management cluster (3 times)",
+            ))
+        }),
+        ("token 409", |w| {
+            Box::pin(with_fault(
+                w,
+                FaultPoint::CreateRegistrationToken,
+                Fault::Status(409),
+                3,
+                "Rancher's registration-token create answers 409 (3 times)",
+            ))
+        }),
+        ("import 500", |w| {
+            Box::pin(with_fault(
+                w,
+                FaultPoint::ImportEndpoint,
+                Fault::Status(500),
+                3,
+                "the import manifest URL answers 500 to the agent's Job (3 times)",
+            ))
+        }),
+        ("proxy timeout", |w| {
+            Box::pin(async move {
+                w.env
+                    .sim
+                    .faults()
+                    .inject(FaultPoint::Proxy, Fault::Timeout, 2);
+                agent_away(
+                    w,
+                    Duration::from_secs(1),
+                    "agent reconnects while Rancher's proxy (TokenReview) times out (2 times)",
+                )
+                .await
+            })
+        }),
+        ("short disconnect", |w| {
+            Box::pin(agent_away(
+                w,
+                Duration::from_secs(3),
+                "agent killed and back after 3 s (shorter than the 15 s grace)",
+            ))
+        }),
+        ("long disconnect", |w| {
+            Box::pin(agent_away(
+                w,
+                Duration::from_secs(25),
+                "agent killed and back after 25 s (longer than the 15 s grace)",
+            ))
+        }),
+        ("drops while deleted", |w| Box::pin(drops_while_deleted(w))),
+    ];
+    for (name, case) in cases {
+        eprintln!("[faults] case: {name}");
+        let r = match case(&mut w).await {
+            Ok(r) => r,
+            Err(e) => CaseResult {
+                case: name.into(),
+                error: Some(format!("{e:#}")),
+                ..Default::default()
+            },
+        };
+        eprintln!("[faults]   → {}", row(&r));
+        results.push(r);
+    }
+    let text = render(&results);
+    crate::report::write_mode(&args.out, "faults", &results, &text)
+}
+
+fn row(r: &CaseResult) -> String {
+    format!(
+        "{:<4} dup {:>2}  wrong-del {:>2}  completed {:>2}/{:<2}  converge {:>7}{}",
+        if r.passed() { "PASS" } else { "FAIL" },
+        r.duplicates,
+        r.wrong_deletions,
+        r.completed.0,
+        r.completed.1,
+        r.converge_seconds
+            .map_or("—".to_string(), |s| format!("{s:.1} s")),
+        r.error
+            .as_ref()
+            .map_or(String::new(), |e| format!("  ({e})"))
+    )
+}
+
+/// The table and the `N passed, M failed` line.
+pub fn render(results: &[CaseResult]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "vclink fault report (targets: 0 duplicates, 0 wrong deletions, 100% completed)"
+    );
+    for r in results {
+        let _ = writeln!(o, "{:<100} {}", r.case, row(r));
+    }
+    let passed = results.iter().filter(|r| r.passed()).count();
+    let _ = writeln!(o, "{passed} passed, {} failed", results.len() - passed);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_failures() {
+        let ok = CaseResult {
+            case: "a".into(),
+            completed: (1, 1),
+            converge_seconds: Some(1.0),
+            ..Default::default()
+        };
+        let dup = CaseResult {
+            duplicates: 1,
+            ..ok.clone()
+        };
+        let slow = CaseResult {
+            converge_seconds: None,
+            ..ok.clone()
+        };
+        let t = render(&[ok, dup, slow]);
+        assert!(t.ends_with("1 passed, 2 failed\n"), "{t}");
+    }
+}
