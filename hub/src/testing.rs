@@ -1,6 +1,7 @@
 //! One builder of a test [`Hub`], shared by the unit tests and `hub/tests` (hidden from
 //! the docs; not for production use): defaults that match the hub's flags, a few
-//! knobs, and no delay task (delayed re-queues fall back to queueing at once).
+//! knobs, and no delay task (delayed re-queues fall back to queueing at once); and the
+//! hub's proof annotations, for end-to-end tests that create clusters as the hub does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,62 @@ use crate::state::{Hub, HubConfig};
 pub(crate) fn test_proof_key() -> crate::core::proof::ProofKey {
     crate::core::proof::ProofKey::from_bytes(&[0x5a; crate::core::proof::KEY_LEN])
         .unwrap_or_else(|_| unreachable!("the length is KEY_LEN"))
+}
+
+pub use crate::clusters::proofkey::{DATA_KEY as PROOF_KEY_DATA, SECRET_NAME as PROOF_KEY_SECRET};
+pub use crate::core::proof::BadKey;
+
+fn proof_subject<'a>(
+    namespace: &'a str,
+    name: &'a str,
+    host: &'a str,
+    service_uid: &'a str,
+) -> crate::core::proof::Subject<'a> {
+    crate::core::proof::Subject {
+        namespace,
+        name,
+        host,
+        svc_uid: service_uid,
+    }
+}
+
+/// The annotations the hub writes on a provisioning cluster it creates (the create-time
+/// proof, signed at `unix_time` with `key`, the bytes of the hub's key Secret), for
+/// end-to-end tests that create clusters as the hub would.
+pub fn proof_annotations(
+    key: &[u8],
+    namespace: &str,
+    name: &str,
+    host: &str,
+    service_uid: &str,
+    unix_time: i64,
+) -> Result<Vec<(String, String)>, BadKey> {
+    use crate::core::proof::{ANNOTATION_PROOF, ProofKey, sign_create};
+    let key = ProofKey::from_bytes(key)?;
+    let s = proof_subject(namespace, name, host, service_uid);
+    Ok(vec![(
+        ANNOTATION_PROOF.to_string(),
+        sign_create(&key, &s, unix_time),
+    )])
+}
+
+/// The annotation the hub patches right after its create returns: the proof bound to
+/// the created object's UID `object_uid`.
+pub fn proof_uid_annotation(
+    key: &[u8],
+    namespace: &str,
+    name: &str,
+    host: &str,
+    service_uid: &str,
+    object_uid: &str,
+) -> Result<(String, String), BadKey> {
+    use crate::core::proof::{ANNOTATION_PROOF_UID, ProofKey, sign_uid};
+    let key = ProofKey::from_bytes(key)?;
+    let s = proof_subject(namespace, name, host, service_uid);
+    Ok((
+        ANNOTATION_PROOF_UID.to_string(),
+        sign_uid(&key, &s, object_uid),
+    ))
 }
 
 /// Builds a test hub. See the module docs.
@@ -93,5 +150,40 @@ impl TestHub {
             hub.set_ready();
         }
         hub
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::proof::{Observed, Trust, judge};
+
+    #[test]
+    fn proof_annotations_are_what_the_hub_trusts() {
+        let raw = [0x5a; crate::core::proof::KEY_LEN];
+        let key = test_proof_key();
+        let s = proof_subject("fleet-default", "vc", "c-m-1", "svc-1");
+        let create = proof_annotations(&raw, "fleet-default", "vc", "c-m-1", "svc-1", 1_000)
+            .expect("a 32-byte key");
+        let (k, uid_proof) =
+            proof_uid_annotation(&raw, "fleet-default", "vc", "c-m-1", "svc-1", "obj-1")
+                .expect("a 32-byte key");
+        assert_eq!(k, "vclink.io/proof-uid");
+        let at_create = Observed {
+            object_uid: "obj-1",
+            created_unix: Some(1_001),
+            proof: create.first().map(|(_, v)| v.as_str()),
+            proof_uid: None,
+        };
+        assert_eq!(judge(&key, &s, &at_create), Trust::ProvenAtCreate);
+        let sealed = Observed {
+            proof_uid: Some(&uid_proof),
+            ..at_create
+        };
+        assert_eq!(judge(&key, &s, &sealed), Trust::Proven);
+        assert_eq!(
+            proof_annotations(&raw[..5], "fleet-default", "vc", "c-m-1", "svc-1", 1_000),
+            Err(BadKey(5))
+        );
     }
 }

@@ -160,7 +160,8 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
     let host_client = env.downstream().cluster.client().await?;
     let secrets = RegistrationSecrets::watch(host_client.clone()).await?;
 
-    // Opted out, and a headless Service that otherwise looks like a vCluster's.
+    // Opted out (reported as excluded, never imported), and a headless Service that
+    // otherwise looks like a vCluster's (never reported at all).
     let skipped = env
         .create_vcluster(
             0,
@@ -168,6 +169,11 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
                 .service_annotation(keys::ANNOTATION_SKIP_IMPORT, "true"),
         )
         .await?;
+    // Every provisioning cluster ever made for the opted-out Service, from a watch that
+    // starts before the agent can have reported it to the hub.
+    let skipped_clusters = ClusterUids::watch(env.local_client().await?, skipped.service_uid())
+        .await
+        .diag(&env)?;
     let solo = serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "solo", "namespace": "team-c", "labels": {"app": "vcluster", "release": "solo"}},
         "spec": {"clusterIP": "None", "selector": {"app": "vcluster", "release": "solo"},
@@ -175,6 +181,15 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
     let svcs: Api<Service> = Api::namespaced(host_client.clone(), "team-c");
     svcs.patch("solo", &PatchParams::apply("e2e"), &Patch::Apply(&solo))
         .await?;
+
+    // The opted-out Service is reported: it says it is excluded, and why.
+    let written = wait_state(&env, 0, &skipped, "excluded").await?;
+    assert!(
+        written
+            .get(keys::ANNOTATION_EXCLUDED_REASON)
+            .is_some_and(|r| r.contains(keys::ANNOTATION_SKIP_IMPORT)),
+        "the reason names the annotation: {written:?}"
+    );
 
     // 50-character namespace, 40-character name: `<host>-<ns>-<name>` is far over 63.
     let ns = format!("team-{}", "n".repeat(45));
@@ -192,8 +207,13 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
     );
     eprintln!("long name imported after {:?}", started.elapsed());
 
-    // Neither the opted-out vCluster nor any headless Service got a Rancher cluster,
-    // and the opted-out Service carries nothing from vclink.
+    // Neither the opted-out vCluster nor any headless Service gets a Rancher cluster
+    // (over several removal graces), and vclink never writes on a headless Service.
+    let headless = [
+        ("team-c", "solo".to_string()),
+        ("team-c", "skipped-headless".to_string()),
+        (ns.as_str(), format!("{name}-headless")),
+    ];
     let only_ours = || async {
         let ours: Vec<_> = env
             .provisioning_clusters(WS)
@@ -205,29 +225,47 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
             .iter()
             .filter_map(|c| labels_of(c).get(keys::LABEL_NAME).cloned())
             .collect();
-        anyhow::Ok(names == [name.clone()])
+        if names != [name.clone()] {
+            anyhow::bail!("vclink clusters for {names:?}");
+        }
+        if !skipped_clusters.seen().is_empty() {
+            anyhow::bail!(
+                "a Rancher cluster was created for the opted-out vCluster: {:?}",
+                skipped_clusters.seen()
+            );
+        }
+        for (hns, hname) in &headless {
+            let svc = Api::<Service>::namespaced(host_client.clone(), hns)
+                .get(hname)
+                .await?;
+            let ours: Vec<_> = svc
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .into_keys()
+                .filter(|k| k.starts_with("vclink.io/"))
+                .collect();
+            if !ours.is_empty() {
+                anyhow::bail!("vclink wrote {ours:?} on headless Service {hns}/{hname}");
+            }
+        }
+        anyhow::Ok(Some(()))
     };
     holds_for(
-        "only the long-named vCluster to have a Rancher cluster",
+        "only the long-named vCluster to have a Rancher cluster, no headless Service written",
         GRACE * 2,
         only_ours,
     )
     .await
     .diag(&env)?;
-    // The opted-out Service says why it is not imported, and nothing else: no Rancher
-    // cluster recorded, no registration.
+    // The opted-out Service says it is excluded, and nothing else: no Rancher cluster
+    // recorded, no registration.
     let mut written = vclink_annotations(&env, 0, &skipped).await?;
     written.remove(keys::ANNOTATION_SKIP_IMPORT);
     assert_eq!(
         written.get(keys::ANNOTATION_STATE).map(String::as_str),
         Some("excluded"),
-        "an opted-out Service shows that it is excluded: {written:?}"
-    );
-    assert!(
-        written
-            .get(keys::ANNOTATION_EXCLUDED_REASON)
-            .is_some_and(|r| r.contains(keys::ANNOTATION_SKIP_IMPORT)),
-        "the reason names the annotation: {written:?}"
+        "an opted-out Service stays excluded: {written:?}"
     );
     for k in [
         keys::ANNOTATION_STATE,
@@ -248,6 +286,11 @@ async fn long_names_are_shortened_and_skipped_or_headless_services_are_not_impor
     svcs.patch("skipped", &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     assert_imported(&env, 0, &skipped, &secrets, None).await?;
+    assert_eq!(
+        skipped_clusters.seen().len(),
+        1,
+        "opting back in creates exactly one Rancher cluster"
+    );
     eprintln!("total {:?}", started.elapsed());
     Ok(())
 }

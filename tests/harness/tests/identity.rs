@@ -174,22 +174,52 @@ async fn scope_and_bad_input_are_refused_and_counted() -> anyhow::Result<()> {
     // Spoofed host: B reports a vCluster whose Rancher cluster is A's vCluster's.
     let mut spoof = vc(1);
     spoof.recorded_cluster_id = a_vc_cluster.clone();
-    let cases: Vec<(&str, Vec<Msg>, Code, &str)> = vec![
+    // What one bad vCluster costs is that vCluster alone: it is refused with a reason on
+    // its own Status, counted, and the stream goes on (the Status could not arrive on a
+    // closed stream).
+    let snapshot = |vcs: Vec<vclink_proto::v1::VCluster>| {
+        Msg::Snapshot(Snapshot {
+            generation: 1,
+            vclusters: vcs,
+            last: true,
+        })
+    };
+    let refused: Vec<(&str, Vec<Msg>, Vec<String>, &str)> = vec![
         (
             "spoofed host",
-            vec![upsert(spoof)],
-            Code::PermissionDenied,
+            vec![snapshot(vec![spoof])],
+            vec![vc(1).uid],
             "foreign_cluster",
         ),
         (
             "A's project",
-            vec![upsert(vclink_proto::v1::VCluster {
+            vec![snapshot(vec![vclink_proto::v1::VCluster {
                 project_id: format!("{a_id}:p-abcde"),
                 ..vc(2)
-            })],
-            Code::PermissionDenied,
+            }])],
+            vec![vc(2).uid],
             "foreign_project",
         ),
+        (
+            "too many vClusters",
+            vec![snapshot((10..14).map(vc).collect())],
+            // Which one of the four is left out is the hub's choice.
+            (10..14).map(|n| vc(n).uid).collect(),
+            "over_agent_limit",
+        ),
+    ];
+    for (what, msgs, uids, reason) in refused {
+        let series = format!("vclink_hub_vcluster_refusals_total{{reason=\"{reason}\"}}");
+        let before = metric(&env.hub, &series).await?;
+        let mut c = open(msgs).await?;
+        let message = c.error_status_for(&uids).await?;
+        assert!(!message.is_empty(), "{what}: a reason is given");
+        wait_for(&format!("{what} counted as {reason}"), TIMEOUT, || async {
+            anyhow::Ok(metric(&env.hub, &series).await? > before)
+        })
+        .await?;
+    }
+    let cases: Vec<(&str, Vec<Msg>, Code, &str)> = vec![
         (
             "A's vCluster removed",
             vec![Msg::Remove(Remove {
@@ -228,16 +258,6 @@ async fn scope_and_bad_input_are_refused_and_counted() -> anyhow::Result<()> {
             "invalid",
         ),
         (
-            "too many vClusters",
-            vec![Msg::Snapshot(Snapshot {
-                generation: 1,
-                vclusters: (10..14).map(vc).collect(),
-                last: true,
-            })],
-            Code::ResourceExhausted,
-            "too_many_vclusters",
-        ),
-        (
             "oversized",
             vec![upsert(vclink_proto::v1::VCluster {
                 requested_name: "x".repeat(2 << 20),
@@ -270,9 +290,24 @@ async fn scope_and_bad_input_are_refused_and_counted() -> anyhow::Result<()> {
     assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
     assert!(st.message().contains("cluster_id"), "{st:?}");
 
-    // Nothing of B's came in; A's cluster is untouched.
+    // Nothing refused of B's got a cluster (the three admitted of the four may); A's is
+    // untouched.
     let all = vclink_clusters(&env).await?;
-    assert_eq!(all.len(), 1, "only A's vCluster has a cluster");
+    let uid_of = |o: &kube::api::DynamicObject| {
+        o.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(vclink_proto::keys::LABEL_SERVICE_UID))
+            .cloned()
+            .unwrap_or_default()
+    };
+    for n in [1, 2, 3, 4, 5, 6] {
+        assert!(
+            !all.iter().any(|o| uid_of(o) == vc(n).uid),
+            "a refused vCluster ({}) got a Rancher cluster",
+            vc(n).name
+        );
+    }
     assert!(
         env.provisioning_cluster_for("fleet-default", &vc_a)
             .await?

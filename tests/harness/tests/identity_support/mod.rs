@@ -117,6 +117,24 @@ impl Conn {
         }
     }
 
+    /// Reads until a Status in state ERROR for one of `uids` arrives and returns its
+    /// message; fails if the stream ends first.
+    pub async fn error_status_for(&mut self, uids: &[String]) -> anyhow::Result<String> {
+        loop {
+            match self.next().await? {
+                Ok(HubMessage {
+                    msg: Some(HubMsg::Status(st)),
+                }) if uids.contains(&st.uid)
+                    && st.state == vclink_proto::v1::State::Error as i32 =>
+                {
+                    return Ok(st.message);
+                }
+                Ok(_) => {}
+                Err(st) => anyhow::bail!("the hub closed the stream instead: {st:?}"),
+            }
+        }
+    }
+
     /// Reads until the stream ends with a status (skipping Welcome/Status messages).
     pub async fn refusal(&mut self) -> anyhow::Result<tonic::Status> {
         loop {

@@ -1,6 +1,7 @@
 //! Helpers shared by the owner-sync tests (owners*.rs): Rancher role bindings as a user
 //! would create them, the set of grants vclink keeps on a cluster, and vCluster clusters
-//! created directly the way the hub creates them (for tests that need no agent).
+//! created directly the way the hub creates them, signed with the hub's proof key (for
+//! tests that need no agent).
 
 #![allow(dead_code)]
 
@@ -8,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
 };
 use serde_json::{Value, json};
 use vclink_harness::wait_for;
@@ -176,9 +178,33 @@ pub async fn wait_grants(
     })
 }
 
+/// The hub's proof key: the bytes of its key Secret, which the hub creates at start in
+/// the namespace the harness gives it (`--proof-key-namespace`, the release namespace,
+/// as the chart sets it). Waits for the Secret with a deadline.
+pub async fn hub_proof_key(c: &kube::Client) -> anyhow::Result<Vec<u8>> {
+    use k8s_openapi::api::core::v1::Secret;
+    use vclink_hub::testing::{PROOF_KEY_DATA, PROOF_KEY_SECRET};
+    let ns = vclink_harness::procs::rbac::RELEASE_NAMESPACE;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), ns);
+    Ok(wait_for(
+        &format!("the hub's proof key Secret {ns}/{PROOF_KEY_SECRET}"),
+        TIMEOUT,
+        || async {
+            let key = secrets
+                .get_opt(PROOF_KEY_SECRET)
+                .await?
+                .and_then(|s| s.data?.remove(PROOF_KEY_DATA))
+                .map(|b| b.0);
+            anyhow::Ok(key)
+        },
+    )
+    .await?)
+}
+
 /// A vCluster's Rancher cluster created directly the way the hub creates one (our
-/// labels, no-creator-rbac) — for tests that need the Rancher side only. Returns the
-/// management cluster id once Rancher (the simulator) created it.
+/// labels, no-creator-rbac, signed with the hub's proof key: the create-time proof on the
+/// create, the UID-bound proof patched right after) — for tests that need the Rancher
+/// side only. Returns the management cluster id once Rancher (the simulator) created it.
 pub async fn vcluster_cluster(
     c: &kube::Client,
     host: &str,
@@ -186,15 +212,31 @@ pub async fn vcluster_cluster(
     project: Option<&str>,
     name: &str,
 ) -> anyhow::Result<String> {
+    let key = hub_proof_key(c).await?;
     let mut labels = json!({"vclink.io/managed-by": "vclink", "vclink.io/host-cluster": host,
         "vclink.io/service-uid": uid, "vclink.io/namespace": "ns", "vclink.io/name": name, "vclink.io/vcluster": "true"});
     if let Some(p) = project {
         labels["vclink.io/project"] = json!(p);
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let annotations: serde_json::Map<String, Value> = vclink_hub::testing::proof_annotations(
+        &key,
+        WORKSPACE,
+        name,
+        host,
+        uid,
+        i64::try_from(now)?,
+    )?
+    .into_iter()
+    .map(|(k, v)| (k, Value::String(v)))
+    .collect();
     // As the hub creates its clusters: as its Rancher user (impersonated by the admin
     // client here), so Rancher makes that user the cluster's owner.
     let o = json!({"apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
-        "metadata": {"name": name, "namespace": WORKSPACE, "labels": labels}, "spec": {}});
+        "metadata": {"name": name, "namespace": WORKSPACE, "labels": labels, "annotations": annotations},
+        "spec": {}});
     let req = http::Request::post(format!(
         "/apis/provisioning.cattle.io/v1/namespaces/{WORKSPACE}/clusters"
     ))
@@ -204,8 +246,21 @@ pub async fn vcluster_cluster(
         vclink_harness::procs::rbac::HUB_RANCHER_USER,
     )
     .body(serde_json::to_vec(&o)?)?;
-    c.request::<Value>(req).await?;
+    let created: Value = c.request(req).await?;
+    let object_uid = created
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow::anyhow!("the created cluster {name} has no metadata.uid"))?;
+    // And as the hub seals it once the create returned: the proof bound to its UID.
+    let (k, v) =
+        vclink_hub::testing::proof_uid_annotation(&key, WORKSPACE, name, host, uid, object_uid)?;
     let api = prov_clusters(c);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {k: v}}})),
+    )
+    .await?;
     let id = wait_for(
         &format!("management cluster of {name}"),
         TIMEOUT,
