@@ -30,6 +30,13 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// The whole command line as clap sees it, for checks outside this crate (the README's
+/// flag tables are compared with it).
+#[doc(hidden)]
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 // Parsed once at start and moved into the subcommand; its size does not matter.

@@ -3,9 +3,30 @@
 //! stream, runs the registration Job the hub asks for, and records where each vCluster
 //! stands on its Service. The same binary is the registration Job (`register`).
 //!
-//! Layout: [`config`] (command line), [`watch`] (the shared watches and the derived
-//! catalog), [`link`] (the hub stream), [`jobs`] (registration Jobs), [`record`]
-//! (annotations and Events), [`register`] (the Job's work), [`tls`], [`health`].
+//! This file wires the tasks together ([`spawn_cluster_tasks`], `run`) and holds the
+//! binary's entry point.
+//!
+//! # Module map
+//!
+//! - [`config`]: the command line (`run`, `register`, `status`) and its checks.
+//! - [`watch`]: the shared watches (vCluster Services, Services carrying the agent's mark,
+//!   Namespaces) and the catalog derived from them:
+//!   - `watch::model`: a compact view of one Service; `watch::inventory`: the
+//!     in-memory view and the catalog; `watch::exclusion`: why a vCluster is not to be
+//!     imported; `watch::selector`: `--namespace-selector` evaluated in memory.
+//! - [`link`]: the one gRPC stream to the hub:
+//!   - `link::messages`: Hello, snapshot chunks, the Upsert/Remove diff, Register checks;
+//!     `link::latest`: the "latest wins" hand-off to the writers;
+//!     `link::diagnose`: a failed connect turned into a sentence a person can act on.
+//! - [`jobs`]: registration Jobs: `jobs::spec` builds them, `jobs::own` decides which
+//!   Job speaks for a vCluster.
+//! - [`record`]: state annotations and Events on the vCluster's Service:
+//!   `record::ops` (vocabulary), `record::plan` (what to write for a Status or a Job),
+//!   `record::announce` (exclusions), `record::guard` (refusing a redirect).
+//! - [`register`]: what the registration Job runs: `fetch` the manifest, `kubeconfig`
+//!   pointing at the vCluster, `apply` it there.
+//! - [`tls`]: rustls building blocks; `ratelimit`: the write limiter; `health`: probes
+//!   and metrics; `status`: `vclink-agent status` / `kubectl vclink status`.
 #![forbid(unsafe_code)]
 
 // Public: what the binary's tests and the component tests use; the rest is crate-only.

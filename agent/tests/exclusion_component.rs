@@ -7,18 +7,17 @@
 //! points a connected vCluster at another Rancher cluster is refused.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
-use vclink_agent::jobs::{JobSettings, Registration};
+use vclink_agent::jobs::Registration;
 use vclink_agent::link::LinkChannels;
 use vclink_agent::record::RecordOp;
 use vclink_agent::watch::{Catalog, CatalogRx};
@@ -28,73 +27,16 @@ use vclink_proto::v1::registration_progress::Phase;
 use vclink_proto::v1::{State, TlsMode};
 use vclink_proto::{Secret as Credential, keys};
 
-/// Polls `f` every 100 ms until it yields `Some`, failing after `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-    kv.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn service(name: &str) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(map(&[("app", "vcluster")])),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                name: Some("https".into()),
-                port: 443,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
+mod support;
+use support::{create_namespace, create_service, eventually, job_settings, map};
 
 async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(map(labels)),
-            ..Default::default()
-        },
+    let metadata = ObjectMeta {
+        name: Some(name.into()),
+        labels: Some(map(labels)),
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-}
-
-async fn create(client: &Client, ns: &str, name: &str) -> String {
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &service(name))
-        .await
-        .expect("service")
-        .metadata
-        .uid
-        .expect("uid")
+    create_namespace(client, metadata).await;
 }
 
 /// Waits until `check` holds for the published catalog.
@@ -160,12 +102,12 @@ async fn exclusion_is_not_removal_and_only_own_jobs_count() {
     namespace(&client, "evil", &[("vclink", "on")]).await;
     let a: Api<Service> = Api::namespaced(client.clone(), "team-a");
     let b: Api<Service> = Api::namespaced(client.clone(), "team-b");
-    let skip = create(&client, "team-a", "skip").await;
-    let relabel = create(&client, "team-a", "relabel").await;
-    let invalid = create(&client, "team-a", "invalid").await;
-    let unimport = create(&client, "team-a", "unimport").await;
-    let victim = create(&client, "team-a", "victim").await;
-    let moved = create(&client, "team-b", "moved").await;
+    let skip = create_service(&client, "team-a", "skip").await;
+    let relabel = create_service(&client, "team-a", "relabel").await;
+    let invalid = create_service(&client, "team-a", "invalid").await;
+    let unimport = create_service(&client, "team-a", "unimport").await;
+    let victim = create_service(&client, "team-a", "victim").await;
+    let moved = create_service(&client, "team-b", "moved").await;
 
     // A forged Job, already Failed before the agent starts: the victim's labels and the
     // agent's Job name, in another namespace. The agent lists it at start-up.
@@ -206,14 +148,7 @@ async fn exclusion_is_not_removal_and_only_own_jobs_count() {
         ClusterTasks {
             client: client.clone(),
             namespace_selector: Some("vclink=on".into()),
-            jobs: JobSettings {
-                image: "vclink-agent:test".into(),
-                cpu_request: "50m".into(),
-                cpu_limit: "500m".into(),
-                memory_request: "64Mi".into(),
-                memory_limit: "128Mi".into(),
-                ..Default::default()
-            },
+            jobs: job_settings(),
             kube_qps: 100.0,
             kube_burst: 50,
             instance: "test".into(),

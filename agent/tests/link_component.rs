@@ -8,19 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
-use vclink_agent::link::{LinkChannels, LinkConfig, latest};
-use vclink_agent::tls::Trust;
+use vclink_agent::link::{LinkChannels, latest};
 use vclink_agent::watch::Catalog;
 use vclink_proto::v1::agent_message::Msg;
 use vclink_proto::v1::hub_message::Msg as HubMsg;
-use vclink_proto::v1::link_server::{Link, LinkServer};
-use vclink_proto::v1::{
-    AgentMessage, HubMessage, Register, RegistrationProgress, TlsMode, VCluster, Welcome,
-};
+use vclink_proto::v1::link_server::Link;
+use vclink_proto::v1::{AgentMessage, HubMessage, Register, RegistrationProgress, TlsMode, VCluster};
+
+mod support;
+use support::{CLUSTER_ID, ServedHub, open_stream, serve_hub};
 
 struct FakeHub {
     seen: mpsc::Sender<AgentMessage>,
@@ -45,17 +44,7 @@ impl Link for FakeHub {
             return Err(Status::unauthenticated("bad token"));
         }
         let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        tx.send(Ok(HubMessage {
-            msg: Some(HubMsg::Welcome(Welcome {
-                cluster_id: "c-m-abcd1234".into(),
-                protocol_version: 1,
-                hub_version: "test".into(),
-                heartbeat_seconds: 1,
-            })),
-        }))
-        .await
-        .map_err(|_| Status::internal("closed"))?;
+        let (_, stream) = open_stream(Duration::from_secs(1), &self.to_agent).await?;
         let seen = self.seen.clone();
         tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
@@ -64,16 +53,7 @@ impl Link for FakeHub {
                 }
             }
         });
-        if let Some(mut from_test) = self.to_agent.lock().await.take() {
-            tokio::spawn(async move {
-                while let Some(m) = from_test.recv().await {
-                    if tx.send(Ok(m)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream))
     }
 }
 
@@ -102,44 +82,18 @@ async fn next_non_heartbeat(rx: &mut mpsc::Receiver<AgentMessage>) -> Msg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_speaks_the_protocol() {
-    vclink_agent::tls::install_default_provider();
-    let ca = vclink_envtest::CertificateAuthority::generate("hub-ca").expect("ca");
-    let id = ca
-        .issue_server(&["127.0.0.1".into(), "localhost".into()])
-        .expect("cert");
     let (seen_tx, mut seen) = mpsc::channel(64);
     let (to_agent, to_agent_rx) = mpsc::channel(8);
-    let hub = FakeHub {
+    let ServedHub { cfg, _dir } = serve_hub(FakeHub {
         seen: seen_tx,
         to_agent: tokio::sync::Mutex::new(Some(to_agent_rx)),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&id.cert_pem, &id.key_pem)))
-        .expect("tls")
-        .add_service(LinkServer::new(hub))
-        .serve_with_incoming(TcpListenerStream::new(listener));
-    tokio::spawn(server);
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "test-token\n").expect("token");
+    })
+    .await;
     let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();
     let (reg_tx, mut reg_rx) = latest::channel(16);
     let (records_tx, _records_rx) = latest::channel(16);
     let (progress_tx, progress_rx) = latest::channel(16);
     let cancel = CancellationToken::new();
-    let cfg = LinkConfig {
-        hub_url: format!("https://localhost:{port}"),
-        trust: Trust::Pem(ca.cert_pem().to_string()),
-        hub_ca_file: None,
-        cluster_id: "c-m-abcd1234".into(),
-        token_file,
-        instance: "agent-0".into(),
-    };
     let channels = LinkChannels {
         catalog: catalog_rx,
         registrations: reg_tx,
@@ -151,7 +105,7 @@ async fn link_speaks_the_protocol() {
     let Msg::Hello(h) = next_non_heartbeat(&mut seen).await else {
         panic!("first message must be Hello")
     };
-    assert_eq!(h.cluster_id, "c-m-abcd1234");
+    assert_eq!(h.cluster_id, CLUSTER_ID);
 
     // No snapshot before the catalog is ready; then exactly the ready catalog.
     let set = |items: &[u32], ready: bool| {

@@ -14,21 +14,22 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 use vclink_agent::link::latest;
 use vclink_agent::link::{LinkChannels, LinkConfig};
 use vclink_agent::record::RecordOp;
-use vclink_agent::tls::Trust;
 use vclink_agent::watch::Catalog;
 use vclink_proto::v1::agent_message::Msg;
 use vclink_proto::v1::hub_message::Msg as HubMsg;
-use vclink_proto::v1::link_server::{Link, LinkServer};
+use vclink_proto::v1::link_server::Link;
 use vclink_proto::v1::{
-    AgentMessage, HubMessage, Register, State, Status as HubStatus, TlsMode, VCluster, Welcome,
+    AgentMessage, HubMessage, Register, State, Status as HubStatus, TlsMode, VCluster,
 };
+
+mod support;
+use support::{ServedHub, create_namespace, create_service, serve_hub};
 
 /// The heartbeat interval the fake hub asks for.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -67,19 +68,8 @@ impl Link for FakeHub {
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        tx.send(Ok(HubMessage {
-            msg: Some(HubMsg::Welcome(Welcome {
-                cluster_id: "c-m-abcd1234".into(),
-                protocol_version: 1,
-                hub_version: "test".into(),
-                heartbeat_seconds: HEARTBEAT.as_secs() as u32,
-            })),
-        }))
-        .await
-        .map_err(|_| Status::internal("closed"))?;
+        let (idle_tx, stream) = support::open_stream(HEARTBEAT, &self.to_agent).await?;
         let seen = self.seen.clone();
-        let idle_tx = tx.clone();
         // Like the real hub: three intervals without any message end the stream.
         tokio::spawn(async move {
             loop {
@@ -109,16 +99,7 @@ impl Link for FakeHub {
                 }
             }
         });
-        if let Some(mut from_test) = self.to_agent.lock().await.take() {
-            tokio::spawn(async move {
-                while let Some(m) = from_test.recv().await {
-                    if tx.send(Ok(m)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream))
     }
 }
 
@@ -196,47 +177,24 @@ struct Harness {
     seen: Arc<Mutex<Seen>>,
     to_agent: mpsc::Sender<HubMessage>,
     cfg: LinkConfig,
-    _dir: tempfile::TempDir,
+    /// Keeps the token file alive.
+    _hub: ServedHub,
 }
 
 async fn start_hub() -> Harness {
-    vclink_agent::tls::install_default_provider();
-    let ca = vclink_envtest::CertificateAuthority::generate("hub-ca").expect("ca");
-    let id = ca
-        .issue_server(&["127.0.0.1".into(), "localhost".into()])
-        .expect("cert");
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (to_agent, to_agent_rx) = mpsc::channel(16);
     let hub = FakeHub {
         seen: seen.clone(),
         to_agent: tokio::sync::Mutex::new(Some(to_agent_rx)),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&id.cert_pem, &id.key_pem)))
-        .expect("tls")
-        .add_service(LinkServer::new(hub))
-        .serve_with_incoming(TcpListenerStream::new(listener));
-    tokio::spawn(server);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "test-token\n").expect("token");
-    let cfg = LinkConfig {
-        hub_url: format!("https://localhost:{port}"),
-        trust: Trust::Pem(ca.cert_pem().to_string()),
-        hub_ca_file: None,
-        cluster_id: "c-m-abcd1234".into(),
-        token_file,
-        instance: "agent-0".into(),
-    };
+    let served = serve_hub(hub).await;
+    let cfg = served.cfg.clone();
     Harness {
         seen,
         to_agent,
         cfg,
-        _dir: dir,
+        _hub: served,
     }
 }
 
@@ -264,7 +222,7 @@ async fn heartbeats_continue_while_writers_are_paced() {
         seen,
         to_agent,
         cfg,
-        _dir,
+        _hub,
     } = start_hub().await;
     let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();
     catalog_tx.send_replace(Arc::new(Catalog {
@@ -369,38 +327,16 @@ async fn heartbeats_continue_while_writers_are_paced() {
     );
 }
 
-/// A vCluster Service (label `app=vcluster`, an https port) named `name`.
-fn service(name: &str) -> k8s_openapi::api::core::v1::Service {
-    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([("app".into(), "vcluster".into())])),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                name: Some("https".into()),
-                port: 443,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
 /// The agent's own wiring against a real API server with `--kube-qps 2 --kube-burst 1`
 /// (a Service patch and its Event take a second): 1,000 Status messages for 10
 /// vClusters leave heartbeats on time, and each Service ends with the newest Status
 /// after a handful of writes rather than a hundred.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_writers_at_a_low_qps_do_not_stall_the_link() {
-    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::events::v1::Event;
     use kube::Api;
-    use kube::api::{ListParams, PostParams};
+    use kube::api::ListParams;
     use vclink_proto::keys;
 
     const SERVICES: u32 = 10;
@@ -409,31 +345,24 @@ async fn the_real_writers_at_a_low_qps_do_not_stall_the_link() {
         seen,
         to_agent,
         cfg,
-        _dir,
+        _hub,
     } = start_hub().await;
     let cluster = vclink_envtest::Cluster::start("agent-liveness", Default::default())
         .await
         .expect("cluster");
     let client = cluster.client().await.expect("client");
-    let ns = Namespace {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    create_namespace(
+        &client,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some("team-a".into()),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
+    )
+    .await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "team-a");
     let mut uids = Vec::new();
     for i in 0..SERVICES {
-        let s = svcs
-            .create(&PostParams::default(), &service(&format!("vc{i}")))
-            .await
-            .expect("service");
-        uids.push(s.metadata.uid.expect("uid"));
+        uids.push(create_service(&client, "team-a", &format!("vc{i}")).await);
     }
 
     let cancel = CancellationToken::new();

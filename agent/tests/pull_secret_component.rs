@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -22,24 +22,8 @@ use vclink_proto::Secret as Credential;
 use vclink_proto::v1::TlsMode;
 use vclink_proto::v1::registration_progress::Phase;
 
-fn service(name: &str) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([("app".into(), "vcluster".into())])),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                name: Some("https".into()),
-                port: 443,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
+mod support;
+use support::{create_namespace, create_service, job_settings};
 
 fn registration(uid: &str) -> Registration {
     Registration {
@@ -62,28 +46,18 @@ async fn pull_secrets_are_copied_next_to_the_job_and_owned_by_it() {
         .expect("cluster");
     let client = cluster.client().await.expect("client");
     let home = client.default_namespace().to_string();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some("team-a".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
-    let svcs: Api<Service> = Api::namespaced(client.clone(), "team-a");
-    let mut uids = Vec::new();
-    for name in ["vc1", "vc2"] {
-        let s = svcs
-            .create(&PostParams::default(), &service(name))
-            .await
-            .expect("service");
-        uids.push(s.metadata.uid.expect("uid"));
-    }
+    create_namespace(
+        &client,
+        ObjectMeta {
+            name: Some("team-a".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let uids = [
+        create_service(&client, "team-a", "vc1").await,
+        create_service(&client, "team-a", "vc2").await,
+    ];
     let home_secrets: Api<Secret> = Api::namespaced(client.clone(), &home);
     let dockercfg = BTreeMap::from([(
         ".dockerconfigjson".to_string(),
@@ -118,13 +92,8 @@ async fn pull_secrets_are_copied_next_to_the_job_and_owned_by_it() {
             client: client.clone(),
             namespace_selector: None,
             jobs: JobSettings {
-                image: "vclink-agent:test".into(),
-                cpu_request: "50m".into(),
-                cpu_limit: "500m".into(),
-                memory_request: "64Mi".into(),
-                memory_limit: "128Mi".into(),
                 image_pull_secrets: vec!["regcred".into()],
-                ..Default::default()
+                ..job_settings()
             },
             kube_qps: 50.0,
             kube_burst: 10,

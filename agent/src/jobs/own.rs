@@ -81,41 +81,17 @@ mod tests {
     fn only_the_job_the_agent_created_counts() {
         let name = job_name(SVC);
         let f = facts("team-a", None);
-        assert!(is_own(
-            "team-a",
-            &name,
-            "j1",
-            SVC,
-            Some(&own("team-a", "j1")),
-            Some(&f)
-        ));
+        // The agent remembers creating `team-a/<name>` with UID j1.
+        let remembered = |ns: &str, name: &str, uid: &str| {
+            is_own(ns, name, uid, SVC, Some(&own("team-a", "j1")), Some(&f))
+        };
+        assert!(remembered("team-a", &name, "j1"));
         // Another namespace, same labels and name: an impostor.
-        assert!(!is_own(
-            "evil",
-            &name,
-            "j1",
-            SVC,
-            Some(&own("team-a", "j1")),
-            Some(&f)
-        ));
+        assert!(!remembered("evil", &name, "j1"));
         // Same namespace, another UID (a Job someone else made under our name).
-        assert!(!is_own(
-            "team-a",
-            &name,
-            "j2",
-            SVC,
-            Some(&own("team-a", "j1")),
-            Some(&f)
-        ));
+        assert!(!remembered("team-a", &name, "j2"));
         // Another name.
-        assert!(!is_own(
-            "team-a",
-            "other",
-            "j1",
-            SVC,
-            Some(&own("team-a", "j1")),
-            Some(&f)
-        ));
+        assert!(!remembered("team-a", "other", "j1"));
         // Nothing known: nothing trusted.
         assert!(!is_own("team-a", &name, "j1", SVC, None, None));
     }
@@ -123,37 +99,20 @@ mod tests {
     #[test]
     fn a_restarted_agent_trusts_the_uid_recorded_on_the_service() {
         let name = job_name(SVC);
-        assert!(is_own(
-            "team-a",
-            &name,
-            "j1",
-            SVC,
-            None,
-            Some(&facts("team-a", Some("j1")))
-        ));
-        assert!(!is_own(
-            "evil",
-            &name,
-            "j1",
-            SVC,
-            None,
-            Some(&facts("team-a", Some("j1")))
-        ));
-        assert!(!is_own(
-            "team-a",
-            &name,
-            "j2",
-            SVC,
-            None,
-            Some(&facts("team-a", Some("j1")))
-        ));
-        assert!(!is_own(
-            "team-a",
-            &name,
-            "",
-            SVC,
-            None,
-            Some(&facts("team-a", Some("")))
-        ));
+        // Nothing in memory; the Service in team-a records `recorded` as the Job's UID.
+        let recorded = |ns: &str, uid: &str, recorded: &str| {
+            is_own(
+                ns,
+                &name,
+                uid,
+                SVC,
+                None,
+                Some(&facts("team-a", Some(recorded))),
+            )
+        };
+        assert!(recorded("team-a", "j1", "j1"));
+        assert!(!recorded("evil", "j1", "j1"));
+        assert!(!recorded("team-a", "j2", "j1"));
+        assert!(!recorded("team-a", "", ""));
     }
 }

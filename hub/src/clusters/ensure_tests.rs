@@ -256,14 +256,36 @@ fn recorded(hub: &Hub, name: &str) {
     );
 }
 
+/// The calls of a create of candidate `attempt` that the API accepts, and its seal.
+fn creates(attempt: u32) -> Vec<String> {
+    vec![
+        format!("create {}", name(attempt)),
+        format!("seal {}", name(attempt)),
+    ]
+}
+
+/// The calls of a create of candidate `attempt` refused as a conflict (409), and the
+/// read of who holds the name.
+fn conflicts(attempt: u32) -> Vec<String> {
+    vec![
+        format!("create {}", name(attempt)),
+        format!("get {}", name(attempt)),
+    ]
+}
+
+/// `ensure` for the test vCluster succeeds, calling the API exactly with `calls`.
+async fn ensures_with<C: std::fmt::Debug>(hub: &Hub, api: &Fake, calls: &[C])
+where
+    String: PartialEq<C>,
+{
+    ensure(hub, api, &key(), &vc()).await.unwrap();
+    assert_eq!(api.calls(), calls);
+}
+
 #[tokio::test]
 async fn a_free_name_is_created_with_its_proof_and_sealed() {
     let (hub, api) = (TestHub::default().build(), Fake::default());
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [format!("create {}", name(0)), format!("seal {}", name(0))]
-    );
+    ensures_with(hub.as_ref(), &api, &creates(0)).await;
     recorded(&hub, &name(0));
     let o = api.objects.lock().unwrap()[&name(0)].clone();
     assert!(o.proof.unwrap().starts_with("v1."), "create-time proof");
@@ -300,15 +322,16 @@ async fn a_cluster_of_the_go_operator_is_adopted_with_both_proofs_and_its_manage
     let hub = TestHub::default().build();
     hub.world().index.apply_legacy("legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, Some("c-m-legacy01"))]);
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [
+    ensures_with(
+        hub.as_ref(),
+        &api,
+        &[
             "get legacy-vc1",
             "label legacy-vc1",
-            "label-mgmt c-m-legacy01"
-        ]
-    );
+            "label-mgmt c-m-legacy01",
+        ],
+    )
+    .await;
     recorded(&hub, "legacy-vc1");
     assert_eq!(api.judged("legacy-vc1").trust, Trust::Proven);
 }
@@ -318,8 +341,7 @@ async fn an_adopted_cluster_without_management_cluster_yet_is_labelled_alone() {
     let hub = TestHub::default().build();
     hub.world().index.apply_legacy("legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, None)]);
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(api.calls(), ["get legacy-vc1", "label legacy-vc1"]);
+    ensures_with(hub.as_ref(), &api, &["get legacy-vc1", "label legacy-vc1"]).await;
     recorded(&hub, "legacy-vc1");
 }
 
@@ -346,11 +368,7 @@ async fn a_name_the_index_knows_as_taken_is_skipped_without_a_request() {
         .index
         .apply_prov(cluster(&name(0), Some(other), None).proven());
     let api = Fake::default();
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [format!("create {}", name(1)), format!("seal {}", name(1))]
-    );
+    ensures_with(hub.as_ref(), &api, &creates(1)).await;
     recorded(&hub, &name(1));
 }
 
@@ -364,11 +382,7 @@ async fn a_forged_cluster_with_our_labels_only_holds_its_name() {
         .apply_prov(cluster(&name(0), Some(key()), None));
     assert!(hub.world().index.prov_for(&key()).is_none(), "not trusted");
     let api = Fake::default();
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [format!("create {}", name(1)), format!("seal {}", name(1))]
-    );
+    ensures_with(hub.as_ref(), &api, &creates(1)).await;
     recorded(&hub, &name(1));
 }
 
@@ -379,8 +393,7 @@ async fn a_name_the_index_knows_as_ours_needs_nothing() {
         .index
         .apply_prov(cluster(&name(0), Some(key()), None).proven());
     let api = Fake::default();
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert!(api.calls().is_empty(), "{:?}", api.calls());
+    ensures_with::<String>(hub.as_ref(), &api, &[]).await;
 }
 
 #[tokio::test]
@@ -388,11 +401,7 @@ async fn a_conflict_with_our_own_earlier_create_is_success() {
     // An earlier attempt created and sealed it; the watch has not delivered it yet.
     let hub = TestHub::default().build();
     let api = Fake::with([cluster(&name(0), Some(key()), None)]).signed(&name(0), true);
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [format!("create {}", name(0)), format!("get {}", name(0))]
-    );
+    ensures_with(hub.as_ref(), &api, &conflicts(0)).await;
     recorded(&hub, &name(0));
 }
 
@@ -401,15 +410,12 @@ async fn a_conflict_with_our_own_unsealed_create_seals_it() {
     // An earlier attempt crashed between the create and the seal.
     let hub = TestHub::default().build();
     let api = Fake::with([cluster(&name(0), Some(key()), None)]).signed(&name(0), false);
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [
-            format!("create {}", name(0)),
-            format!("get {}", name(0)),
-            format!("seal {}", name(0)),
-        ]
-    );
+    ensures_with(
+        hub.as_ref(),
+        &api,
+        &[conflicts(0), vec![format!("seal {}", name(0))]].concat(),
+    )
+    .await;
     recorded(&hub, &name(0));
 }
 
@@ -417,16 +423,7 @@ async fn a_conflict_with_our_own_unsealed_create_seals_it() {
 async fn a_conflict_with_a_forged_copy_of_our_labels_moves_to_the_next_name() {
     let hub = TestHub::default().build();
     let api = Fake::with([cluster(&name(0), Some(key()), None)]);
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [
-            format!("create {}", name(0)),
-            format!("get {}", name(0)),
-            format!("create {}", name(1)),
-            format!("seal {}", name(1)),
-        ]
-    );
+    ensures_with(hub.as_ref(), &api, &[conflicts(0), creates(1)].concat()).await;
     recorded(&hub, &name(1));
     assert!(
         api.objects.lock().unwrap()[&name(0)].proof.is_none(),
@@ -439,16 +436,7 @@ async fn a_conflict_with_a_foreign_cluster_moves_to_the_next_name() {
     // A user's cluster (no vclink labels) holds the first name: never merged into it.
     let hub = TestHub::default().build();
     let api = Fake::with([cluster(&name(0), None, None)]);
-    ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap();
-    assert_eq!(
-        api.calls(),
-        [
-            format!("create {}", name(0)),
-            format!("get {}", name(0)),
-            format!("create {}", name(1)),
-            format!("seal {}", name(1)),
-        ]
-    );
+    ensures_with(hub.as_ref(), &api, &[conflicts(0), creates(1)].concat()).await;
     recorded(&hub, &name(1));
 }
 

@@ -60,6 +60,7 @@ pub(super) struct World {
     pub token: TokenState,
     pub user_deleted: bool,
     pub deleting_by_us: bool,
+    pub owner_problem: Option<&'static str>,
 }
 
 impl World {
@@ -80,7 +81,17 @@ impl World {
             token: TokenState::Missing,
             user_deleted: false,
             deleting_by_us: false,
+            owner_problem: None,
         }
+    }
+
+    /// A world whose vCluster is imported already: its provisioning cluster has the
+    /// management cluster `c-m-vc000001`, connected as `conn`.
+    pub fn imported(conn: Conn) -> Self {
+        let mut w = Self::new();
+        w.prov = Some(prov(Some("c-m-vc000001")));
+        w.mgmt = Some(mgmt(conn));
+        w
     }
 
     pub fn run(&self) -> Vec<Action> {
@@ -111,8 +122,20 @@ impl World {
             token: self.token.clone(),
             user_deleted: self.user_deleted,
             deleting_by_us: self.deleting_by_us,
-            owner_problem: None,
+            owner_problem: self.owner_problem,
         })
+    }
+
+    /// Asserts that the grace of 300 s, which began `elapsed` ago, ends in a Delete
+    /// for `reason` at its last second and not a second before.
+    fn assert_deletes_at_grace_end(&mut self, elapsed: Duration, reason: DeleteReason) {
+        self.now += Duration::from_secs(299) - elapsed;
+        assert!(!has_delete(&self.run()));
+        self.now += Duration::from_secs(1);
+        assert!(
+            matches!(&self.run()[0], Action::Delete { reason: r, .. } if *r == reason),
+            "expected a Delete for {reason:?}"
+        );
     }
 }
 
@@ -168,9 +191,7 @@ fn nothing_happens_without_a_live_stream() {
 
 #[test]
 fn token_placeholder_without_secret_waits() {
-    let mut w = World::new();
-    w.prov = Some(prov(Some("c-m-vc000001")));
-    w.mgmt = Some(mgmt(Conn::NotConnected));
+    let mut w = World::imported(Conn::NotConnected);
     w.token = TokenState::WaitingSecret;
     assert_eq!(
         states(&w.run()),
@@ -183,9 +204,7 @@ fn token_placeholder_without_secret_waits() {
 
 #[test]
 fn a_resolved_token_sends_register_once_per_stream() {
-    let mut w = World::new();
-    w.prov = Some(prov(Some("c-m-vc000001")));
-    w.mgmt = Some(mgmt(Conn::NotConnected));
+    let mut w = World::imported(Conn::NotConnected);
     let url = Secret::new("https://r/v3/import/t_c-m-vc000001.yaml");
     w.token = TokenState::Ready(url.clone(), w.now);
     let a = w.run();
@@ -210,9 +229,7 @@ fn a_resolved_token_sends_register_once_per_stream() {
 
 #[test]
 fn a_failed_registration_is_resent_after_backoff() {
-    let mut w = World::new();
-    w.prov = Some(prov(Some("c-m-vc000001")));
-    w.mgmt = Some(mgmt(Conn::NotConnected));
+    let mut w = World::imported(Conn::NotConnected);
     let url = Secret::new("https://r/x");
     w.token = TokenState::Ready(url.clone(), w.now);
     w.per_vc.registered = Some(("c-m-vc000001".into(), url));
@@ -230,9 +247,7 @@ fn a_failed_registration_is_resent_after_backoff() {
 
 #[test]
 fn connection_states_map_to_status() {
-    let mut w = World::new();
-    w.prov = Some(prov(Some("c-m-vc000001")));
-    w.mgmt = Some(mgmt(Conn::Connected));
+    let mut w = World::imported(Conn::Connected);
     assert_eq!(states(&w.run())[0].0, State::Connected);
     w.mgmt = Some(mgmt(Conn::Disconnected));
     assert_eq!(states(&w.run())[0].0, State::Disconnected);
@@ -255,16 +270,7 @@ fn remove_deletes_only_after_the_grace() {
         w.run(),
         vec![Action::RequeueAt(w.now + Duration::from_secs(300))]
     );
-    w.now += Duration::from_secs(299);
-    assert!(!has_delete(&w.run()));
-    w.now += Duration::from_secs(1);
-    assert!(matches!(
-        &w.run()[0],
-        Action::Delete {
-            reason: DeleteReason::Removed,
-            ..
-        }
-    ));
+    w.assert_deletes_at_grace_end(Duration::ZERO, DeleteReason::Removed);
 }
 
 #[test]
@@ -299,14 +305,7 @@ fn a_reconnect_does_not_restart_the_missing_grace() {
             w.now - Duration::from_secs(200) + Duration::from_secs(300)
         )]
     );
-    w.now += Duration::from_secs(100);
-    assert!(matches!(
-        &w.run()[0],
-        Action::Delete {
-            reason: DeleteReason::MissingFromSnapshot,
-            ..
-        }
-    ));
+    w.assert_deletes_at_grace_end(Duration::from_secs(200), DeleteReason::MissingFromSnapshot);
 }
 
 #[test]
@@ -336,16 +335,7 @@ fn missing_from_a_snapshot_deletes_only_after_the_grace() {
         ]
     );
     w.timers.missing = Some(w.now);
-    w.now += Duration::from_secs(299);
-    assert!(!has_delete(&w.run()));
-    w.now += Duration::from_secs(1);
-    assert!(matches!(
-        &w.run()[0],
-        Action::Delete {
-            reason: DeleteReason::MissingFromSnapshot,
-            ..
-        }
-    ));
+    w.assert_deletes_at_grace_end(Duration::ZERO, DeleteReason::MissingFromSnapshot);
 }
 
 #[test]
@@ -410,9 +400,7 @@ fn clusters_we_are_deleting_are_left_alone() {
 
 #[test]
 fn status_is_sent_only_on_change() {
-    let mut w = World::new();
-    w.prov = Some(prov(Some("c-m-vc000001")));
-    w.mgmt = Some(mgmt(Conn::Connected));
+    let mut w = World::imported(Conn::Connected);
     let a = w.run();
     let Action::Status {
         state,
@@ -443,32 +431,10 @@ fn a_failing_create_keeps_its_error_status() {
 
 #[test]
 fn an_owner_binding_problem_turns_the_status_into_an_error() {
-    let mut w = World::new();
-    w.prov = Some(prov(Some("c-m-vc000001")));
-    w.mgmt = Some(mgmt(Conn::Connected));
+    let mut w = World::imported(Conn::Connected);
     let problem = "granting cluster-owner to user:u-a: refused: not allowed";
-    let host = HostView {
-        reported: w.reported.as_ref(),
-        refused: None,
-        snapshot_complete: true,
-        per_vc: &w.per_vc,
-    };
-    let out = decide(&Input {
-        key: &w.key,
-        now: w.now,
-        wall_now: SystemTime::now(),
-        grace: Duration::from_secs(300),
-        host: Some(host),
-        timers: &Timers::default(),
-        successor: None,
-        predecessor: None,
-        prov: w.prov.as_ref(),
-        mgmt: w.mgmt.as_ref(),
-        token: w.token.clone(),
-        user_deleted: false,
-        deleting_by_us: false,
-        owner_problem: Some(problem),
-    });
+    w.owner_problem = Some(problem);
+    let out = w.run();
     assert_eq!(
         states(&out),
         [(
@@ -477,5 +443,6 @@ fn an_owner_binding_problem_turns_the_status_into_an_error() {
         )]
     );
     // Without a problem the same cluster is simply connected.
+    w.owner_problem = None;
     assert_eq!(states(&w.run())[0].0, State::Connected);
 }

@@ -10,6 +10,7 @@ pub mod helm;
 pub mod links;
 pub mod metrics;
 pub mod objects;
+pub mod readme;
 pub mod snapshot;
 
 pub use cases::{CASES, Case};
