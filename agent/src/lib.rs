@@ -16,10 +16,12 @@
 //!     imported; `watch::selector`: `--namespace-selector` evaluated in memory.
 //! - [`link`]: the one gRPC stream to the hub:
 //!   - `link::messages`: Hello, snapshot chunks, the Upsert/Remove diff, Register checks;
-//!     `link::latest`: the "latest wins" hand-off to the writers;
+//!     `link::connect`: URL and token checks, the TLS channel, backoff;
 //!     `link::diagnose`: a failed connect turned into a sentence a person can act on.
-//! - [`jobs`]: registration Jobs: `jobs::spec` builds them, `jobs::own` decides which
-//!   Job speaks for a vCluster.
+//! - [`latest`]: the "latest wins" hand-off between the link and the writers (its own
+//!   module because both sides use it).
+//! - [`jobs`]: registration Jobs: `jobs::create` makes one, `jobs::spec` builds them,
+//!   `jobs::own` decides which Job speaks for a vCluster.
 //! - [`record`]: state annotations and Events on the vCluster's Service:
 //!   `record::ops` (vocabulary), `record::plan` (what to write for a Status or a Job),
 //!   `record::announce` (exclusions), `record::guard` (refusing a redirect).
@@ -33,6 +35,7 @@
 pub mod config;
 pub(crate) mod health;
 pub mod jobs;
+pub mod latest;
 pub mod link;
 pub(crate) mod ratelimit;
 pub mod record;
@@ -50,60 +53,20 @@ use tracing::{error, info, warn};
 
 use config::{Cli, Command, LogFormat, RunArgs};
 
-/// Sets up logging to stderr (`RUST_LOG` filters, default `info`), coloured only when
-/// stderr is a terminal so piped and collected logs carry no escape codes.
+/// Sets up logging to stderr (see [`vclink_proto::cli::init_tracing`]).
 fn init_tracing(format: LogFormat) {
-    use std::io::IsTerminal;
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // kube's client logs every failed request at ERROR before returning it; the agent
-    // logs the same failure once with its context, so kube's copy is off unless asked for.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"))
-        && let Ok(d) = "kube_client::client::builder=off".parse()
-    {
-        filter = filter.add_directive(d);
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    vclink_proto::cli::init_tracing(matches!(format, LogFormat::Json));
 }
 
-/// An error and its causes on one line, each cause once: a cause whose text its parent
-/// already quotes (a `{0}`-formatted source) is not repeated, and line breaks inside a
-/// message become spaces.
+/// An error and its causes on one line, each cause once (see
+/// [`vclink_proto::cli::chain_line`]).
 pub fn one_line(e: &anyhow::Error) -> String {
-    chain_line(e.chain())
+    vclink_proto::cli::chain_line(e.chain())
 }
 
 /// [`one_line`] for any error: kube's "client error (Connect)" becomes
 /// "... client error (Connect): tcp connect error: Connection refused (os error 111)".
-pub(crate) fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    chain_line(std::iter::successors(Some(e), |e| e.source()))
-}
-
-fn chain_line<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
-    let mut out = String::new();
-    for cause in chain {
-        let text = cause
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
+pub(crate) use vclink_proto::cli::error_line;
 
 /// Whether this process was started as the kubectl plugin (`kubectl-vclink`, e.g. via a
 /// symlink to `vclink-agent`): kubectl runs `kubectl-vclink status` for `kubectl vclink status`.
@@ -252,9 +215,9 @@ pub fn spawn_cluster_tasks(
     let limiter = ratelimit::RateLimiter::new(kube_qps, kube_burst);
     let (catalog_tx, catalog_rx) = watch::channel();
     // Latest-wins per vCluster: the link never waits on the writers.
-    let (records_tx, records_rx) = link::latest::channel(link::MAX_PENDING);
-    let (reg_tx, reg_rx) = link::latest::channel(link::MAX_PENDING);
-    let (progress_tx, progress_rx) = link::latest::channel(link::MAX_PENDING);
+    let (records_tx, records_rx) = latest::channel(link::MAX_PENDING);
+    let (reg_tx, reg_rx) = latest::channel(link::MAX_PENDING);
+    let (progress_tx, progress_rx) = latest::channel(link::MAX_PENDING);
     tasks.spawn(watch::run(
         client.clone(),
         namespace_selector,

@@ -112,9 +112,43 @@ pub(crate) fn client_config(
 /// The verifier for connections whose rustls config tonic builds (it offers TLS 1.2
 /// too): a TLS 1.2 server must sign its key exchange, and this verifier refuses every
 /// such signature, so only TLS 1.3 sessions complete. (rustls has no TLS 1.2 suite
-/// without a signed key exchange.)
-#[derive(Debug)]
-pub(crate) struct Tls13Only(pub Arc<dyn ServerCertVerifier>);
+/// without a signed key exchange.) It is also the one place that sees the certificate
+/// a verification refused, so [`Tls13Only::on_refused`] can hand it to whoever
+/// explains the failure afterwards.
+pub(crate) struct Tls13Only {
+    inner: Arc<dyn ServerCertVerifier>,
+    on_refused: Option<RefusedHook>,
+}
+
+/// Called with the DER of a server certificate the inner verifier refused.
+pub(crate) type RefusedHook = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+impl Tls13Only {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn ServerCertVerifier>) -> Self {
+        Self {
+            inner,
+            on_refused: None,
+        }
+    }
+
+    /// Calls `hook` with every server certificate `inner` refuses.
+    pub fn on_refused(self, hook: RefusedHook) -> Self {
+        Self {
+            on_refused: Some(hook),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Debug for Tls13Only {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls13Only")
+            .field("inner", &self.inner)
+            .field("on_refused", &self.on_refused.is_some())
+            .finish()
+    }
+}
 
 impl ServerCertVerifier for Tls13Only {
     fn verify_server_cert(
@@ -125,8 +159,19 @@ impl ServerCertVerifier for Tls13Only {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let result = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if result.is_err()
+            && let Some(hook) = &self.on_refused
+        {
+            hook(end_entity.as_ref());
+        }
+        result
     }
 
     fn verify_tls12_signature(
@@ -146,11 +191,11 @@ impl ServerCertVerifier for Tls13Only {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -258,7 +303,7 @@ mod tests {
         let client = if ours {
             client_config(&trust, &[]).expect("config")
         } else {
-            let v = Tls13Only(verifier(&trust).expect("verifier"));
+            let v = Tls13Only::new(verifier(&trust).expect("verifier"));
             rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .expect("versions")

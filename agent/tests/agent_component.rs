@@ -4,18 +4,16 @@
 //! and the Job controller creates exactly one registration Job with its owned Secret and
 //! reports and cleans up a failed Job. The gRPC link is covered by the end-to-end suite.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
-use vclink_agent::jobs::{JobSettings, Registration};
+use vclink_agent::jobs::Registration;
 use vclink_agent::link::LinkChannels;
 use vclink_agent::record::RecordOp;
 use vclink_agent::{ClusterTasks, spawn_cluster_tasks};
@@ -23,70 +21,30 @@ use vclink_proto::v1::registration_progress::Phase;
 use vclink_proto::v1::{State, TlsMode};
 use vclink_proto::{Secret as Credential, keys};
 
-/// Polls `f` every 100 ms until it yields `Some`, failing after `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+mod support;
+use support::{create_namespace, eventually, job_settings, map};
 
+/// A vCluster Service named `name` with `annotations`; `headless` makes it a headless
+/// Service (which is not a vCluster's API endpoint).
 fn service(name: &str, headless: bool, annotations: &[(&str, &str)]) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([(
-                "app".to_string(),
-                "vcluster".to_string(),
-            )])),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: headless.then(|| "None".to_string()),
-            ports: Some(vec![ServicePort {
-                name: Some("https".into()),
-                port: 443,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
+    let mut s = support::service(name);
+    s.metadata.annotations = Some(map(annotations));
+    if let Some(spec) = s.spec.as_mut() {
+        spec.cluster_ip = headless.then(|| "None".to_string());
     }
+    s
 }
 
 async fn setup(client: &Client) -> String {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some("team-a".into()),
-            annotations: Some(BTreeMap::from([(
-                "field.cattle.io/projectId".to_string(),
-                "c-m-abcd1234:p-xk2lm".to_string(),
-            )])),
-            ..Default::default()
-        },
+    let metadata = ObjectMeta {
+        name: Some("team-a".into()),
+        annotations: Some(map(&[(
+            "field.cattle.io/projectId",
+            "c-m-abcd1234:p-xk2lm",
+        )])),
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
+    create_namespace(client, metadata).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "team-a");
     let vc1 = svcs
         .create(&PostParams::default(), &service("vc1", false, &[]))
@@ -119,14 +77,7 @@ async fn watches_record_and_run_registration_jobs() {
     let settings = ClusterTasks {
         client: client.clone(),
         namespace_selector: None,
-        jobs: JobSettings {
-            image: "vclink-agent:test".into(),
-            cpu_request: "50m".into(),
-            cpu_limit: "500m".into(),
-            memory_request: "64Mi".into(),
-            memory_limit: "128Mi".into(),
-            ..Default::default()
-        },
+        jobs: job_settings(),
         kube_qps: 50.0,
         kube_burst: 10,
         instance: "test".into(),

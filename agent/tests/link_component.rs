@@ -11,15 +11,18 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use vclink_agent::link::{LinkChannels, latest};
+use vclink_agent::latest;
+use vclink_agent::link::LinkChannels;
 use vclink_agent::watch::Catalog;
 use vclink_proto::v1::agent_message::Msg;
 use vclink_proto::v1::hub_message::Msg as HubMsg;
 use vclink_proto::v1::link_server::Link;
-use vclink_proto::v1::{AgentMessage, HubMessage, Register, RegistrationProgress, TlsMode, VCluster};
+use vclink_proto::v1::{
+    AgentMessage, HubMessage, Register, RegistrationProgress, TlsMode, VCluster,
+};
 
 mod support;
-use support::{CLUSTER_ID, ServedHub, open_stream, serve_hub};
+use support::{CLUSTER_ID, open_stream, serve_hub};
 
 struct FakeHub {
     seen: mpsc::Sender<AgentMessage>,
@@ -84,7 +87,7 @@ async fn next_non_heartbeat(rx: &mut mpsc::Receiver<AgentMessage>) -> Msg {
 async fn link_speaks_the_protocol() {
     let (seen_tx, mut seen) = mpsc::channel(64);
     let (to_agent, to_agent_rx) = mpsc::channel(8);
-    let ServedHub { cfg, _dir } = serve_hub(FakeHub {
+    let hub = serve_hub(FakeHub {
         seen: seen_tx,
         to_agent: tokio::sync::Mutex::new(Some(to_agent_rx)),
     })
@@ -100,7 +103,11 @@ async fn link_speaks_the_protocol() {
         records: records_tx,
         progress: progress_rx,
     };
-    tokio::spawn(vclink_agent::link::run(cfg, channels, cancel.clone()));
+    tokio::spawn(vclink_agent::link::run(
+        hub.cfg.clone(),
+        channels,
+        cancel.clone(),
+    ));
 
     let Msg::Hello(h) = next_non_heartbeat(&mut seen).await else {
         panic!("first message must be Hello")

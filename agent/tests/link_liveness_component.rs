@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use vclink_agent::link::latest;
+use vclink_agent::latest;
 use vclink_agent::link::{LinkChannels, LinkConfig};
 use vclink_agent::record::RecordOp;
 use vclink_agent::watch::Catalog;

@@ -389,47 +389,15 @@ async fn kube_config() -> anyhow::Result<kube::Config> {
     })
 }
 
-/// An error and its causes on one line, each once: a cause whose text the parent already
-/// quotes is skipped, and line breaks become spaces.
+/// An error and its causes on one line, each once (see
+/// [`vclink_proto::cli::chain_line`]).
 pub fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    vclink_proto::cli::chain_line(e.chain())
 }
 
-/// Logging to stderr, coloured only when stderr is a terminal.
+/// Logging to stderr (see [`vclink_proto::cli::init_tracing`]).
 fn init_tracing(format: LogFormat) {
-    use std::io::IsTerminal;
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // kube's client logs every failed request at ERROR before returning it; the hub logs
-    // the failure once with its context.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client"))
-        && let Ok(d) = "kube_client::client::builder=off".parse()
-    {
-        filter = filter.add_directive(d);
-    }
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b.try_init(),
-    };
+    vclink_proto::cli::init_tracing(matches!(format, LogFormat::Json));
 }
 
 /// Entry point of the `vclink-hub` binary.

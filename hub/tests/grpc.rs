@@ -27,10 +27,17 @@ struct Server {
 }
 
 async fn serve(ready: bool, max_vclusters: usize) -> Server {
-    let hub = TestHub::default()
-        .max_vclusters(max_vclusters)
-        .ready(ready)
-        .build();
+    serve_hub(
+        TestHub::default()
+            .max_vclusters(max_vclusters)
+            .ready(ready)
+            .build(),
+    )
+    .await
+}
+
+/// Serves `hub`'s gRPC service on a free localhost port until the server is stopped.
+async fn serve_hub(hub: Arc<Hub>) -> Server {
     let stop = CancellationToken::new();
     let svc = LinkService::new(
         hub.clone(),
@@ -224,23 +231,7 @@ async fn a_host_that_is_not_opted_in_is_permission_denied_naming_the_label() {
         .host_selector("vclink.io/agent=enabled", false)
         .ready(true)
         .build();
-    let stop = CancellationToken::new();
-    let svc = LinkService::new(
-        hub.clone(),
-        Arc::new(TrustClaimedCluster::default()),
-        stop.clone(),
-    )
-    .into_server();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                stop.clone().cancelled_owned(),
-            ),
-    );
+    let Server { hub, port, stop } = serve_hub(hub).await;
     let mut s = open(port, vec![hello(HOST)]).await;
     let rx = s.rx.as_mut().expect("stream opened");
     let err = tokio::time::timeout(WAIT, async {

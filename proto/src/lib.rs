@@ -4,9 +4,11 @@
 //!
 //! Nothing here talks to Kubernetes or the network; it is pure (but for the rate
 //! limiter's sleep) so both binaries and the tests can use it and so the edge checks are
-//! unit-tested in one place.
+//! unit-tested in one place. [`cli`] holds what both binaries do the same way around
+//! `main` (one-line error chains; logging setup behind the `cli` feature).
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod keys;
 pub mod limits;
 pub mod names;

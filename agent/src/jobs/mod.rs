@@ -1,5 +1,5 @@
 //! Registration Jobs: ensures exactly one Job per vCluster when the hub asks for a
-//! registration, watches all registration Jobs through one shared watch (label
+//! registration ([`create`]), watches all registration Jobs through one shared watch (label
 //! `vclink.io/component=registration`), reports their outcome to the hub and on the
 //! vCluster's Service, and cleans them up once finished. Only the agent's own Jobs count
 //! ([`own`]): progress from any other Job is ignored and such a Job is never deleted. The
@@ -9,16 +9,16 @@
 //! one that would move a registered vCluster to another Rancher cluster is refused
 //! ([`crate::record::guard`]).
 
+mod create;
 pub(crate) mod own;
 pub(crate) mod spec;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret as KubeSecret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -31,10 +31,10 @@ use vclink_proto::v1::registration_progress::Phase;
 pub(crate) use spec::Outcome;
 pub use spec::{JobSettings, Registration};
 
-use crate::link::latest;
+use crate::latest;
 use crate::ratelimit::RateLimiter;
 use crate::record::guard::{Switch, cluster_switch};
-use crate::record::{FIELD_MANAGER, RecordOp, clean_text};
+use crate::record::{RecordOp, clean_text};
 use crate::watch::CatalogRx;
 use own::OwnJob;
 
@@ -298,135 +298,6 @@ impl JobController {
             self.own.get(service_uid),
             facts.as_ref(),
         )
-    }
-
-    /// Creates the Job and its Secret unless an unfinished Job of ours exists; the new
-    /// Job's UID when created.
-    async fn ensure_job(
-        &mut self,
-        reg: &Registration,
-        facts: &crate::watch::ServiceFacts,
-        name: &str,
-    ) -> Result<Option<String>, JobError> {
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &facts.namespace);
-        if let Some(existing) = jobs
-            .get_opt(name)
-            .await
-            .map_err(kube_err("reading the registration Job"))?
-        {
-            let existing_uid = existing.uid().unwrap_or_default();
-            if !self.owns(&existing, &reg.uid) {
-                // Not ours (or ours from before a crash that lost its UID): never touch it.
-                return Err(JobError::Foreign {
-                    namespace: facts.namespace.clone(),
-                    name: name.to_string(),
-                });
-            }
-            if spec::outcome(&existing) == Outcome::Running {
-                debug!(job = %name, "registration Job already running");
-                return Ok(None);
-            }
-            // A finished Job of an earlier attempt: its outcome was (or will be) reported; replace it.
-            self.handled.insert(existing_uid.clone());
-            self.delete(&facts.namespace, name, &existing_uid).await;
-        }
-        let job = spec::build_job(&self.settings, reg, facts);
-        let mut attempt = 0;
-        let created = loop {
-            self.limiter.acquire().await;
-            match jobs
-                .create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &job,
-                )
-                .await
-            {
-                Ok(j) => break j,
-                // The previous Job is still being removed.
-                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 10 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(kube_err("creating the registration Job")(e)),
-            }
-        };
-        let job_uid = created.uid().unwrap_or_default();
-        self.own.insert(
-            reg.uid.clone(),
-            OwnJob {
-                namespace: facts.namespace.clone(),
-                job_uid: job_uid.clone(),
-                rancher_cluster_id: reg.rancher_cluster_id.clone(),
-            },
-        );
-        let secret = spec::build_secret(reg, &facts.namespace, &job_uid);
-        let secrets: Api<KubeSecret> = Api::namespaced(self.client.clone(), &facts.namespace);
-        self.limiter.acquire().await;
-        if let Err(e) = secrets
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-        {
-            // Without its Secret the Job cannot start: remove it so the next attempt starts clean.
-            self.delete(&facts.namespace, name, &job_uid).await;
-            return Err(kube_err("creating the registration Secret")(e));
-        }
-        if let Err(e) = self
-            .copy_pull_secrets(reg, &facts.namespace, &job_uid)
-            .await
-        {
-            self.delete(&facts.namespace, name, &job_uid).await;
-            return Err(e);
-        }
-        Ok(Some(job_uid))
-    }
-
-    /// Copies each `--job-image-pull-secret` from the agent's namespace next to the Job,
-    /// owned by it (garbage-collected with the Job; never deleted by name).
-    async fn copy_pull_secrets(
-        &self,
-        reg: &Registration,
-        namespace: &str,
-        job_uid: &str,
-    ) -> Result<(), JobError> {
-        if self.settings.image_pull_secrets.is_empty() {
-            return Ok(());
-        }
-        let home = self.client.default_namespace().to_string();
-        let sources: Api<KubeSecret> = Api::namespaced(self.client.clone(), &home);
-        let targets: Api<KubeSecret> = Api::namespaced(self.client.clone(), namespace);
-        for (i, source_name) in self.settings.image_pull_secrets.iter().enumerate() {
-            let source = sources
-                .get_opt(source_name)
-                .await
-                .map_err(kube_err(format!(
-                    "reading the image pull secret {source_name} in namespace {home}"
-                )))?
-                .ok_or_else(|| JobError::PullSecretMissing {
-                    name: source_name.clone(),
-                    namespace: home.clone(),
-                })?;
-            let copy = spec::pull_secret_copy(&source, &reg.uid, i, namespace, job_uid);
-            let copy_name = copy.metadata.name.clone().unwrap_or_default();
-            self.limiter.acquire().await;
-            targets
-                .patch(
-                    &copy_name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&copy),
-                )
-                .await
-                .map_err(kube_err(format!(
-                    "copying the image pull secret {source_name} to {namespace}/{copy_name}"
-                )))?;
-        }
-        Ok(())
     }
 
     /// Reports a finished Job of ours once and removes it (its Secret goes with it).

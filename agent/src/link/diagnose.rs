@@ -2,7 +2,7 @@
 //! every failure as "transport error"; the cause is buried in the error's source chain
 //! (rustls errors inside `std::io::Error`s, connect errors from the HTTP client). This
 //! module walks that chain and names the failure: a TLS certificate the agent does not
-//! trust (with the hub certificate's subject and issuer, recorded by [`Recording`] while
+//! trust (with the hub certificate's subject and issuer, recorded by [`recorder`] while
 //! the handshake ran, and the CA the agent expected), the hub refusing the handshake,
 //! connection refused, DNS, or a timeout — always with the hub URL.
 
@@ -10,11 +10,9 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::CertificateError;
 
-use crate::tls::Trust;
+use crate::tls::{RefusedHook, Trust};
 
 /// Subject and issuer of the certificate a verification refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +23,7 @@ pub(crate) struct SeenCert {
     pub issuer: String,
 }
 
-/// Where [`Recording`] leaves the last refused certificate.
+/// Where [`recorder`] leaves the last refused certificate.
 pub(crate) type CertSlot = Arc<Mutex<Option<SeenCert>>>;
 
 /// Subject and issuer of a DER certificate (empty strings when it does not parse).
@@ -39,65 +37,14 @@ pub(crate) fn describe(der: &[u8]) -> SeenCert {
     }
 }
 
-/// A verifier that remembers the certificate it refused, so the error can name it.
-#[derive(Debug)]
-pub(crate) struct Recording {
-    inner: Arc<dyn ServerCertVerifier>,
-    slot: CertSlot,
-}
-
-impl Recording {
-    /// Wraps `inner`, recording refusals into `slot`.
-    pub fn new(inner: Arc<dyn ServerCertVerifier>, slot: CertSlot) -> Self {
-        Self { inner, slot }
-    }
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let result = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
-        if result.is_err()
-            && let Ok(mut slot) = self.slot.lock()
-        {
-            *slot = Some(describe(end_entity.as_ref()));
+/// The hook for [`crate::tls::Tls13Only::on_refused`] that records the certificate a
+/// verification refused into `slot`, so the error can name it.
+pub(crate) fn recorder(slot: CertSlot) -> RefusedHook {
+    Box::new(move |der| {
+        if let Ok(mut slot) = slot.lock() {
+            *slot = Some(describe(der));
         }
-        result
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    })
 }
 
 /// What the agent trusted, in words.
@@ -266,6 +213,7 @@ fn tls_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
 
     #[derive(Debug)]
     struct Wrap(&'static str, Box<dyn StdError + Send + Sync>);

@@ -174,17 +174,7 @@ pub fn plan_register_refused(reason: &str, current: &BTreeMap<String, String>) -
     if current.get(keys::ANNOTATION_LAST_ERROR) == Some(&reason) {
         return p;
     }
-    set(
-        &mut p.patch,
-        current,
-        keys::ANNOTATION_LAST_ERROR,
-        Some(reason.clone()),
-    );
-    p.event = Some(EventSpec {
-        warning: true,
-        reason: "RegistrationRefused",
-        note: reason,
-    });
+    p.warn(current, "RegistrationRefused", reason.clone(), reason);
     p
 }
 

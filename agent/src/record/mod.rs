@@ -30,7 +30,7 @@ pub(crate) use ops::clean_text;
 use ops::truncate;
 pub(crate) use plan::{now_rfc3339, plan};
 
-use crate::link::latest;
+use crate::latest;
 use crate::ratelimit::RateLimiter;
 use crate::watch::CatalogRx;
 

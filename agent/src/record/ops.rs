@@ -142,6 +142,30 @@ pub(crate) fn set(
     }
 }
 
+impl Plan {
+    /// Records `error` as the Service's last error and publishes a Warning Event
+    /// `reason` with `note`: what every refused or failed step shows its owner.
+    pub(crate) fn warn(
+        &mut self,
+        current: &BTreeMap<String, String>,
+        reason: &'static str,
+        error: String,
+        note: String,
+    ) {
+        set(
+            &mut self.patch,
+            current,
+            keys::ANNOTATION_LAST_ERROR,
+            Some(error),
+        );
+        self.event = Some(EventSpec {
+            warning: true,
+            reason,
+            note,
+        });
+    }
+}
+
 /// Moves to `new_state` (recording when), returning whether the state changed.
 pub(crate) fn set_state(
     patch: &mut BTreeMap<String, Option<String>>,

@@ -206,19 +206,10 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
                         reason
                     };
                     set_state(&mut p.patch, current, state::ERROR, now);
-                    set(
-                        &mut p.patch,
-                        current,
-                        keys::ANNOTATION_LAST_ERROR,
-                        Some(reason.clone()),
+                    let note = format!(
+                        "Importing this vCluster into Rancher cluster {id} failed: {reason}. vclink retries automatically."
                     );
-                    p.event = Some(EventSpec {
-                        warning: true,
-                        reason: "RegistrationFailed",
-                        note: format!(
-                            "Importing this vCluster into Rancher cluster {id} failed: {reason}. vclink retries automatically."
-                        ),
-                    });
+                    p.warn(current, "RegistrationFailed", reason, note);
                 }
                 Phase::Unspecified => {}
             }

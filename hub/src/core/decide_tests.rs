@@ -2,7 +2,12 @@
 //! deletion-needs-proof rules (one test per rule and per "never deletes" case; the
 //! exclusion, refusal and reinstall rules are in `decide_rules_tests.rs`).
 
+use std::time::{Duration, Instant};
+
+use vclink_proto::Secret;
+
 use super::*;
+use crate::core::index::MgmtCluster;
 
 pub(super) const HOST: &str = "c-m-host0001";
 pub(super) const UID: &str = "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d";

@@ -7,8 +7,10 @@
 //!
 //! - [`keys`]: `VcKey`, a vCluster's identity (host cluster id + Service UID).
 //! - [`claims`]: which clusters claim a vCluster, proven or not.
-//! - [`index`]: the reduced Rancher objects and their lookups.
+//! - [`objects`]: the reduced Rancher objects the index keeps.
+//! - [`index`]: the lookups over them.
 //! - [`decide`]: what to do next for one vCluster.
+//! - [`decision`]: what a decision is given and what it returns.
 //! - [`proof`]: HMAC proofs that the hub created or adopted a provisioning cluster.
 //! - [`session`]: validates one agent message and turns it into an `Effect`.
 //! - [`scope`]: an agent speaks only about its own host's vClusters.
@@ -17,8 +19,10 @@
 pub mod backoff;
 pub mod claims;
 pub mod decide;
+pub mod decision;
 pub mod index;
 pub mod keys;
+pub mod objects;
 pub mod proof;
 pub mod scope;
 pub mod session;

@@ -27,6 +27,10 @@ pub enum Effect {
     Progress(RegistrationProgress),
 }
 
+/// The retry hint of every "too many at once" refusal (streams, authentications):
+/// one wording wherever a client is told to come back.
+pub const RETRY_HINT: &str = "retry in 5s";
+
 /// Why a message was refused; the stream is closed with `code`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reject {

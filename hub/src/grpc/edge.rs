@@ -30,9 +30,8 @@ use tonic::codegen::Service;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 
-use vclink_proto::v1::link_server::LinkServer;
+use vclink_proto::v1::link_server::{Link, LinkServer};
 
-use super::service::LinkService;
 use super::tls::AcceptLimits;
 
 /// HTTP/2 per-stream receive window.
@@ -90,14 +89,14 @@ impl EdgeSettings {
     }
 }
 
-/// The agent service as served: the Link service behind the first-message limit.
-pub type AgentServer = FirstMessageLimited<LinkServer<LinkService>>;
-
-/// Serves `svc` on `listener` over TLS until `shutdown`, with the HTTP/2 bounds above.
-pub async fn serve(
+/// Serves `svc` (the Link service behind the first-message limit, as
+/// `service::LinkService::into_server` builds it) on `listener` over TLS until
+/// `shutdown`, with the HTTP/2 bounds above. Generic over the service so this module
+/// does not depend on the one that uses its limits.
+pub async fn serve<L: Link>(
     listener: TcpListener,
     tls: std::sync::Arc<ServerConfig>,
-    svc: AgentServer,
+    svc: FirstMessageLimited<LinkServer<L>>,
     settings: &EdgeSettings,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {

@@ -3,7 +3,8 @@
 //! [`crate::identity`], state changes go through [`crate::state::Hub`].
 //!
 //! - [`service`]: the tonic service `vclink.v1.Link` (Hello, authentication, limits,
-//!   re-verification, feeding the session state machine into the hub).
+//!   feeding the session state machine into the hub).
+//! - [`reverify`]: checking a stream's token again while it runs, and `Reauth`.
 //! - [`tls`]: the listener's rustls config and concurrent-handshake accept loop.
 //! - [`certreload`]: the serving certificate, re-read when its files change.
 //! - [`forward`]: a standby replica's byte-for-byte forwarding to the leader (no loops).
@@ -15,5 +16,6 @@ pub(crate) mod certreload;
 pub mod edge;
 pub mod forward;
 pub(crate) mod health;
+pub(crate) mod reverify;
 pub mod service;
 pub mod tls;

@@ -6,10 +6,8 @@
 //!
 //! Identity is not checked once only: the stream's token is verified again every
 //! `reverify_interval` and just after the token's own expiry, and a `Reauth` message
-//! (the kubelet rotated the token) swaps in a new token once it passes verification for
-//! the same cluster. A failed check closes the stream (UNAUTHENTICATED or
-//! PERMISSION_DENIED); an unreachable verifier does not (retried shortly). Each stream
-//! also has a message-rate token bucket (RESOURCE_EXHAUSTED beyond it) on top of the
+//! (the kubelet rotated the token) swaps in a new token ([`super::reverify`]). Each
+//! stream also has a message-rate token bucket (RESOURCE_EXHAUSTED beyond it) on top of the
 //! message size limit (RESOURCE_EXHAUSTED) and decoding (INVALID_ARGUMENT).
 //!
 //! Before authentication a stream holds one of `max_unauthenticated_streams` permits
@@ -22,7 +20,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,16 +33,15 @@ use vclink_proto::v1::{AgentMessage, Hello, HubMessage, Welcome, agent_message::
 use vclink_proto::{PROTOCOL_VERSION, Secret, limits, validate};
 
 use super::edge::{EdgeSettings, FirstMessageLimited};
+use super::reverify::{Credential, reverify};
 use super::tls::{ConnGuard, EdgeConnInfo};
-use crate::core::session::{Reject, SessionState};
-use crate::identity::auth::{AgentAuthenticator, AuthError};
+use crate::core::session::{RETRY_HINT, Reject, SessionState};
+use crate::identity::auth::AgentAuthenticator;
 use crate::state::{Hub, Outbound};
 
 /// How long a new stream may take to send Hello.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After an unreachable verifier, when to try a stream's check again.
-const REVERIFY_RETRY: Duration = Duration::from_secs(15);
 /// Longest token accepted in a Reauth.
 const MAX_TOKEN_BYTES: usize = crate::identity::jwt::MAX_TOKEN_BYTES;
 
@@ -79,9 +76,6 @@ pub struct LinkService {
     /// Permits for streams not yet authenticated.
     preauth: Arc<Semaphore>,
 }
-
-/// The retry hint of every "too many at once" refusal.
-pub(crate) const RETRY_HINT: &str = "retry in 5s";
 
 impl LinkService {
     /// A service over `hub` using `auth`; open streams end on `shutdown`.
@@ -304,77 +298,6 @@ async fn read_hello(
     None
 }
 
-/// The stream's current credential and when it must be checked next.
-struct Credential {
-    token: Option<Secret>,
-    /// A Reauth token not yet verified because the verifier was unreachable.
-    candidate: Option<Secret>,
-    next_check: tokio::time::Instant,
-}
-
-/// When to verify next: after `interval`, or just after the token's own expiry.
-pub(crate) fn next_check(interval: Duration, expiry: Option<SystemTime>) -> Duration {
-    let until_expiry = expiry.map(|e| {
-        e.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-            + Duration::from_secs(1)
-    });
-    until_expiry.map_or(interval, |d| d.min(interval))
-}
-
-fn auth_reject(e: &AuthError) -> Reject {
-    Reject {
-        code: e.to_status().code(),
-        reason: e.reason(),
-        message: e.to_string(),
-    }
-}
-
-/// Verifies the stream again (timer) or a Reauth token. Err closes the stream; an
-/// unavailable verifier keeps it and retries soon.
-async fn reverify(
-    authn: &dyn AgentAuthenticator,
-    host: &str,
-    limits: &EdgeLimits,
-    cred: &mut Credential,
-    reauth: Option<Secret>,
-) -> Result<(), Reject> {
-    if let Some(t) = reauth {
-        cred.candidate = Some(t);
-    }
-    let (token, is_candidate) = match (&cred.candidate, &cred.token) {
-        (Some(c), _) => (c.clone(), true),
-        (None, Some(t)) => (t.clone(), false),
-        (None, None) => {
-            // An authenticator that needs no token (trust-claimed): nothing to re-check.
-            cred.next_check = tokio::time::Instant::now() + limits.reverify_interval;
-            return Ok(());
-        }
-    };
-    match authn.authenticate(Some(&token), host).await {
-        Ok(id) if id.cluster_id == host => {
-            if is_candidate {
-                tracing::info!(host, "agent presented a rotated token; stream continues");
-                cred.token = cred.candidate.take();
-            }
-            cred.next_check =
-                tokio::time::Instant::now() + next_check(limits.reverify_interval, id.token_expiry);
-            Ok(())
-        }
-        Ok(_) => Err(Reject {
-            code: tonic::Code::PermissionDenied,
-            reason: "auth_denied",
-            message: "the token belongs to another cluster".into(),
-        }),
-        Err(AuthError::Unavailable(m)) => {
-            tracing::warn!(host, reason = %m, "cannot re-verify the agent now; retrying");
-            cred.next_check = tokio::time::Instant::now() + REVERIFY_RETRY;
-            Ok(())
-        }
-        Err(e) => Err(auth_reject(&e)),
-    }
-}
-
 /// Hello and authentication; `None` when the stream was refused (already answered).
 async fn admit(
     st: &Stream,
@@ -425,12 +348,7 @@ async fn drive(
         let _ = tx.try_send(Err(e));
         return;
     }
-    let mut cred = Credential {
-        token: bearer,
-        candidate: None,
-        next_check: tokio::time::Instant::now()
-            + next_check(limits.reverify_interval, identity.token_expiry),
-    };
+    let mut cred = Credential::new(bearer, limits.reverify_interval, identity.token_expiry);
     tracing::info!(host = %host, agent_version = %printable(&hello.agent_version, 64),
         instance = %printable(&hello.instance, 253), protocol = hello.protocol_version, "agent attached");
     let welcome = Welcome {
@@ -463,7 +381,7 @@ async fn drive(
                 break;
             }
             _ = tokio::time::sleep_until(cred.next_check) => {
-                if let Err(r) = reverify(authn.as_ref(), &host, &limits, &mut cred, None).await {
+                if let Err(r) = reverify(authn.as_ref(), &host, limits.reverify_interval, &mut cred, None).await {
                     refuse(&hub, &tx, r);
                     break;
                 }
@@ -516,7 +434,14 @@ async fn drive(
                 })
             } else {
                 let token = Secret::new(r.token);
-                reverify(authn.as_ref(), &host, &limits, &mut cred, Some(token)).await
+                reverify(
+                    authn.as_ref(),
+                    &host,
+                    limits.reverify_interval,
+                    &mut cred,
+                    Some(token),
+                )
+                .await
             };
             if let Err(r) = result {
                 refuse(&hub, &tx, r);

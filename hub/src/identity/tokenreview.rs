@@ -218,7 +218,7 @@ impl TokenReviewAuthenticator {
                 });
                 return Err(AuthError::Unavailable(format!(
                     "too many authentications at once; {}",
-                    crate::grpc::service::RETRY_HINT
+                    crate::core::session::RETRY_HINT
                 )));
             }
         }

@@ -1,3 +1,8 @@
+//! Unit tests of [`super`] (owner sync's pure decision): which owner CRTBs the role
+//! mapping grants from the host project's PRTBs and the host cluster's CRTBs, which
+//! principals are skipped, the deterministic names, and the plan from what exists to
+//! what should (never touching foreign CRTBs).
+
 use super::*;
 
 const HOST: &str = "c-m-host0001";

@@ -1,4 +1,4 @@
-//! End-to-end import of vClusters (issue 3), on real API servers with the Rancher
+//! End-to-end import of vClusters, on real API servers with the Rancher
 //! simulator and vclink's real hub, agent and registration Job: both registration-token
 //! presentations (legacy `status.token` on Rancher 2.13; `{token}` + token Secret on
 //! 2.15), both vCluster chart flavours, a custom `exportKubeConfig.server`, two

@@ -1,4 +1,4 @@
-//! End-to-end lifecycle of imported vClusters (issue 3) across process restarts, on real
+//! End-to-end lifecycle of imported vClusters across process restarts, on real
 //! API servers with the Rancher simulator and vclink's real hub and agent:
 //! - the hub crashes or restarts between every step of an import and the import still
 //!   completes with exactly one Rancher cluster (never a duplicate, never re-created),

@@ -1,4 +1,4 @@
-//! Several hub replicas (issue 6: "replicas and leader election ready"), on the real API
+//! Several hub replicas with leader election, on the real API
 //! servers with the Rancher simulator, under the hub chart's RBAC and with the Lease the
 //! chart creates. The agent dials a replica that stands by, as the chart's Service may
 //! send it to any Ready replica: the standby forwards the connection to the leader.

@@ -1,4 +1,4 @@
-//! Owner sync end to end (issue 5): the real hub and agent, real API servers and the
+//! Owner sync end to end: the real hub and agent, real API servers and the
 //! Rancher simulator with its webhook enforcing the CRTB rules. People who own or work in
 //! the project that holds a vCluster's namespace, and the host cluster's owners, get
 //! CRTBs on the vCluster's Rancher cluster — and lose them when they lose the project.

@@ -1,4 +1,4 @@
-//! Secrets hygiene (issue 4, point 7): after a full import — once with the legacy token
+//! Secrets hygiene: after a full import — once with the legacy token
 //! presentation (token in `status.token` and every URL) and once with newer Rancher's
 //! token Secret and `{token}` placeholders — no credential appears anywhere a user or an
 //! operator can read it: not in any hub or agent log line, not in any Event of any cluster

@@ -46,12 +46,7 @@ fn code(s: &str) -> String {
 pub fn render_table(rows: &[FlagRow]) -> String {
     let mut out = String::from("| flag | environment | default | what |\n|---|---|---|---|\n");
     for r in rows {
-        let flag = r
-            .flag
-            .split(", ")
-            .map(code)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let flag = r.flag.split(", ").map(code).collect::<Vec<_>>().join(", ");
         // The env cell may carry a note after the name: `NAME` (note).
         let env = match r.env.split_once(' ') {
             Some((name, note)) => format!("{} {}", code(name), cell(note)),
@@ -170,7 +165,10 @@ mod tests {
             t.contains("| `--a` | `VCLINK_A` (comma-separated) | `x` | One \\| two |"),
             "{t}"
         );
-        assert!(t.contains("| `--namespace`, `-n` |  |  | Only this |"), "{t}");
+        assert!(
+            t.contains("| `--namespace`, `-n` |  |  | Only this |"),
+            "{t}"
+        );
         let doc = "intro\n<!-- BEGIN flags t -->\nold\n<!-- END flags t -->\nafter\n";
         assert_eq!(section(doc, "t"), Some("old"));
         let new = replace_section(doc, "t", &t).expect("markers");

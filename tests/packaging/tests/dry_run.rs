@@ -119,6 +119,24 @@ fn for_test_server(mut v: Value) -> Value {
     if v["kind"] == "PodDisruptionBudget" && v["apiVersion"] == "policy/v1" {
         v["apiVersion"] = json!("policy/v1beta1");
     }
+    // gRPC probes (on by default since 1.24) are unknown to 1.20, which drops the field
+    // and then finds a probe without a handler: check the rest of the probe with a TCP
+    // handler on the same port.
+    if let Some(containers) = v
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
+        for c in containers {
+            for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                if let Some(grpc) = p.remove("grpc") {
+                    p.insert("tcpSocket".into(), json!({ "port": grpc["port"] }));
+                }
+            }
+        }
+    }
     v
 }
 

@@ -439,29 +439,36 @@ fn the_agent_refuses_to_render_without_hub_and_cluster_id() {
     assert!(err.to_string().contains("hub.url is required"), "{err}");
 }
 
-/// `env = "VCLINK_…"` names declared by clap in a binary's config module.
-fn declared_env(config_rs: &str) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(vclink_packaging_tests::repo_root().join(config_rs))
-        .expect("config source");
-    text.split("env = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_string)
-        .collect()
+/// The environment variables a binary's clap definition reads (every subcommand).
+fn declared_env(cmd: clap::Command) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![cmd];
+    while let Some(cmd) = stack.pop() {
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned()),
+        );
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    out
 }
 
 /// Every environment variable a chart sets must be one its binary reads (a name the
 /// binary does not declare is silently ignored, which is how settings get lost).
-fn assert_env_is_read(case: &str, deployment: &str, config_rs: &str) {
-    let declared = declared_env(config_rs);
-    assert!(declared.len() > 5, "parsed {declared:?} from {config_rs}");
+fn assert_env_is_read(case: &str, deployment: &str, binary: clap::Command) {
+    let declared = declared_env(binary);
+    assert!(
+        declared.len() > 5,
+        "found only {declared:?} for {deployment}"
+    );
     let objs = rendered(case);
     let pod = pod_spec(find(&objs, "Deployment", deployment));
     for e in pod["containers"][0]["env"].as_array().into_iter().flatten() {
         let name = e["name"].as_str().unwrap_or_default();
         assert!(
             name == "RUST_LOG" || declared.contains(name),
-            "{case}: {deployment} sets {name}, which {config_rs} does not declare"
+            "{case}: {deployment} sets {name}, which the binary does not read"
         );
     }
 }
@@ -474,32 +481,46 @@ fn the_charts_set_only_environment_variables_the_binaries_read() {
         "hub-monitoring",
         "hub-rancher-apps",
     ] {
-        assert_env_is_read(case, "vclink-hub", "hub/src/config.rs");
+        assert_env_is_read(
+            case,
+            "vclink-hub",
+            <vclink_hub::config::Args as clap::CommandFactory>::command(),
+        );
     }
     for case in [
         "agent-default",
         "agent-custom-registry",
         "agent-rancher-apps",
     ] {
-        assert_env_is_read(case, "vclink-agent", "agent/src/config.rs");
+        assert_env_is_read(case, "vclink-agent", vclink_agent::config::command());
     }
 }
 
 #[test]
 fn the_agent_default_job_image_is_the_chart_image() {
-    let src =
-        std::fs::read_to_string(vclink_packaging_tests::repo_root().join("agent/src/config.rs"))
-            .expect("agent config");
     let objs = rendered("agent-default");
     let pod = pod_spec(find(&objs, "Deployment", "vclink-agent"));
     let image = pod["containers"][0]["image"].as_str().unwrap_or_default();
     let repo = image.rsplit_once(':').map(|(r, _)| r).unwrap_or(image);
     assert_eq!(repo, "ghcr.io/vclink/vclink");
-    assert!(
-        src.contains(&format!(
-            "concat!(\"{repo}:\", env!(\"CARGO_PKG_VERSION\"))"
-        )),
-        "agent/src/config.rs DEFAULT_JOB_IMAGE must be {repo}:<version>"
+    // The binary's own default (its crate version), as `vclink-agent run --help` shows it:
+    // the chart's image at its appVersion.
+    let run = vclink_agent::config::command()
+        .find_subcommand("run")
+        .expect("vclink-agent run")
+        .clone();
+    let default: Vec<String> = run
+        .get_arguments()
+        .find(|a| a.get_long() == Some("job-image"))
+        .expect("--job-image")
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        default,
+        [image],
+        "--job-image defaults to the chart's image"
     );
 }
 
