@@ -58,6 +58,21 @@ async fn pull_secrets_are_copied_next_to_the_job_and_owned_by_it() {
         create_service(&client, "team-a", "vc1").await,
         create_service(&client, "team-a", "vc2").await,
     ];
+    // The API server creates `default` itself, but asynchronously after it starts
+    // serving: make sure the agent's home namespace exists before writing into it.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let home_ns = k8s_openapi::api::core::v1::Namespace {
+        metadata: ObjectMeta {
+            name: Some(home.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match namespaces.create(&PostParams::default(), &home_ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("namespace {home}: {e}"),
+    }
     let home_secrets: Api<Secret> = Api::namespaced(client.clone(), &home);
     let dockercfg = BTreeMap::from([(
         ".dockerconfigjson".to_string(),
