@@ -13,7 +13,7 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::json;
 use vclink_envtest::{Cluster, ClusterOptions};
 use vclink_harness::{AgentOptions, AgentProcess, HubOptions, HubProcess};
@@ -82,6 +82,40 @@ pub fn hub_has_flag(flag: &str) -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
         .unwrap_or(false)
+}
+
+/// Creates the management cluster of every host the benchmark's agents claim, labelled
+/// `vclink.io/agent=enabled`: the hub serves only opted-in hosts (an older hub ignores
+/// the label, so both sides of a comparison run the same world).
+pub async fn opt_in_hosts(
+    local: &Cluster,
+    ids: impl IntoIterator<Item = String>,
+) -> anyhow::Result<()> {
+    let mgmt = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("management.cattle.io", "v3", "Cluster"),
+        "clusters",
+    );
+    let api: Api<DynamicObject> = Api::all_with(local.client().await?, &mgmt);
+    let ids: Vec<String> = ids.into_iter().collect();
+    futures::stream::iter(ids.into_iter().map(|id| {
+        let api = api.clone();
+        async move {
+            let o: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+                "metadata": {"name": id, "labels": {"vclink.io/agent": "enabled"}},
+                "spec": {"displayName": id}}))?;
+            match api.create(&PostParams::default(), &o).await {
+                Ok(_) => anyhow::Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => Err(anyhow::Error::from(e)
+                    .context(format!("creating the management cluster of host {id}"))),
+            }
+        }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(())
 }
 
 /// Starts the release hub as `vclink-hub` with the benchmark's flags; returns it and

@@ -115,6 +115,12 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     env::install_rancher_apis(&local.cluster).await?;
 
     let agents = fake_agents(args.agents, args.vclusters);
+    env::opt_in_hosts(
+        &local.cluster,
+        std::iter::once(env::REAL_AGENT_CLUSTER.to_string())
+            .chain(agents.iter().map(|a| a.cluster_id.clone())),
+    )
+    .await?;
     let per_agent = agents.iter().map(|a| a.vclusters.len()).max().unwrap_or(0);
     let (mut hub, hub_flags) = env::start_hub(
         &local.cluster,
