@@ -34,10 +34,7 @@ pub fn respond(path: &str, catalog: &crate::watch::Catalog) -> (u16, String) {
                 catalog
                     .vclusters
                     .values()
-                    .filter(|v| v
-                        .exclusion
-                        .as_ref()
-                        .is_some_and(|x| x.kind() == Kind::Invalid))
+                    .filter(|v| v.exclusion_kind() == Kind::Invalid)
                     .count(),
                 catalog
                     .vclusters

@@ -21,6 +21,17 @@ pub mod validate;
 pub mod v1 {
     tonic::include_proto!("vclink.v1");
 
+    impl VCluster {
+        /// Why the agent asks not to import this vCluster: `Unspecified` (import it) when
+        /// no exclusion is set or its kind is one this build does not know. The one
+        /// reading of the field both binaries share.
+        pub fn exclusion_kind(&self) -> exclusion::Kind {
+            self.exclusion
+                .as_ref()
+                .map_or(exclusion::Kind::Unspecified, Exclusion::kind)
+        }
+    }
+
     impl std::fmt::Debug for Reauth {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Reauth")

@@ -48,13 +48,6 @@ pub fn decide(i: &Input<'_>) -> Vec<Action> {
     }
 }
 
-fn kind(vc: &VCluster) -> ExclusionKind {
-    vc.exclusion
-        .as_ref()
-        .and_then(|e| ExclusionKind::try_from(e.kind).ok())
-        .unwrap_or(ExclusionKind::Unspecified)
-}
-
 fn exclusion_reason(vc: &VCluster) -> &str {
     vc.exclusion.as_ref().map_or("", |e| e.reason.as_str())
 }
@@ -83,7 +76,7 @@ fn decide_unreported(i: &Input<'_>, host: HostView<'_>, prov: Option<&ProvCluste
     // has no cluster of its own: that reinstall reclaims this cluster; never delete it
     // meanwhile. (Being un-imported, it does not want the cluster.)
     if i.successor
-        .is_some_and(|s| !s.has_cluster && kind(s.vc) != ExclusionKind::Unimport)
+        .is_some_and(|s| !s.has_cluster && s.vc.exclusion_kind() != ExclusionKind::Unimport)
     {
         return out;
     }
@@ -150,7 +143,7 @@ fn decide_reported(
     // Reported: it exists.
     clear(&mut out, t.missing.is_some(), Timer::Missing);
     clear(&mut out, t.removed.is_some(), Timer::Removed);
-    let kind = kind(vc);
+    let kind = vc.exclusion_kind();
     if kind != ExclusionKind::Unimport {
         clear(&mut out, t.unimport.is_some(), Timer::Unimport);
     }

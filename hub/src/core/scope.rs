@@ -185,21 +185,14 @@ pub struct Admission {
 }
 
 fn to_import(v: &VCluster) -> bool {
-    let kind = v
-        .exclusion
-        .as_ref()
-        .and_then(|e| ExclusionKind::try_from(e.kind).ok())
-        .unwrap_or(ExclusionKind::Unspecified);
-    kind == ExclusionKind::Unspecified
+    v.exclusion_kind() == ExclusionKind::Unspecified
 }
 
 fn excluded(v: &VCluster) -> bool {
-    let kind = v
-        .exclusion
-        .as_ref()
-        .and_then(|e| ExclusionKind::try_from(e.kind).ok())
-        .unwrap_or(ExclusionKind::Unspecified);
-    matches!(kind, ExclusionKind::Excluded | ExclusionKind::Invalid)
+    matches!(
+        v.exclusion_kind(),
+        ExclusionKind::Excluded | ExclusionKind::Invalid
+    )
 }
 
 impl Admission {
