@@ -6,11 +6,10 @@
 //! never the token. Besides that, this test makes `cargo test --workspace` build the
 //! `vclink-agent` binary that the end-to-end suite runs as a real process.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_vclink-agent");
 /// The token every case's token file holds; it must never be printed.
@@ -199,65 +198,8 @@ struct Case {
 
 /// Runs a case to its end, or until `must` appears, within `deadline`.
 fn run(case: &Case, deadline: Duration) -> (Option<i32>, String) {
-    let mut cmd = Command::new(AGENT);
-    cmd.args(&case.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VCLINK_") || k == "KUBECONFIG" || k.starts_with("KUBERNETES_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("HOME", "/nonexistent-home").env("RUST_LOG", "info");
-    cmd.envs(case.env.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn().expect("spawn vclink-agent");
-    let out = Arc::new(Mutex::new(String::new()));
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut r| {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.lock()
-                    .expect("lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    })
-    .collect();
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        let seen = out.lock().expect("lock").contains(&case.must);
-        if (case.exit.is_none() && seen) || start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    for r in readers {
-        let _ = r.join();
-    }
-    let text = out.lock().expect("lock").clone();
-    (code, text)
+    let stop_at = case.exit.is_none().then_some(case.must.as_str());
+    vclink_envtest::cli::run_scrubbed(AGENT, &case.args, &case.env, stop_at, deadline)
 }
 
 fn s(v: &str) -> String {

@@ -8,8 +8,8 @@
 //! that the end-to-end suite runs as a real process.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const HUB: &str = env!("CARGO_BIN_EXE_vclink-hub");
 /// The Rancher token the token-file cases hold; it must never be printed.
@@ -60,37 +60,7 @@ struct Case {
 }
 
 fn run(case: &Case, deadline: Duration) -> (Option<i32>, String) {
-    let mut cmd = Command::new(HUB);
-    cmd.args(&case.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VCLINK_") || k == "KUBECONFIG" || k.starts_with("KUBERNETES_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("HOME", "/nonexistent-home").env("RUST_LOG", "info");
-    cmd.envs(case.env.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn().expect("spawn vclink-hub");
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().expect("output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (code, text)
+    vclink_envtest::cli::run_scrubbed(HUB, &case.args, &case.env, None, deadline)
 }
 
 fn s(v: &str) -> String {

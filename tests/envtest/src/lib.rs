@@ -10,6 +10,7 @@
 //! binaries ([`slots`]), so the unit tests around them can run fully parallel.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod cluster;
 mod der;
 pub mod install;
