@@ -134,11 +134,7 @@ impl Known for Hub {
     }
 
     fn unsealed(&self, key: &VcKey) -> Option<ProvCluster> {
-        self.world()
-            .index
-            .prov_for(key)
-            .filter(|p| p.trust == Trust::ProvenAtCreate && !p.deleting)
-            .cloned()
+        self.world().index.unsealed(key).cloned()
     }
 
     fn signing(&self) -> (Arc<ProofKey>, String) {

@@ -9,7 +9,7 @@ use vclink_proto::v1::{HubMessage, State, Status, hub_message::Msg};
 
 use crate::core::index::VcKey;
 use crate::core::proof::Unproven;
-use crate::state::Hub;
+use crate::state::{Hub, World};
 
 /// The warning for an unproven cluster `name` in `workspace`.
 pub fn text(workspace: &str, name: &str) -> String {
@@ -18,9 +18,9 @@ pub fn text(workspace: &str, name: &str) -> String {
     )
 }
 
-/// Sends `key`'s warning when it differs from the last one sent on its host's stream.
-pub fn sync(hub: &Hub, key: &VcKey) {
-    let mut w = hub.world();
+/// Sends `key`'s warning when it differs from the last one sent on its host's stream
+/// (under the world lock the caller already holds).
+pub fn sync(hub: &Hub, w: &mut World, key: &VcKey) {
     let warning = w
         .index
         .unproven_claim(key)

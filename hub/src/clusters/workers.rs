@@ -54,14 +54,10 @@ async fn run_worker<P: ProvClusters>(
     shutdown: CancellationToken,
 ) {
     while let Some(key) = hub.queue.next(&shutdown).await {
-        let io = decide_and_send(&hub, &key);
+        let (io, seal) = decide_and_send(&hub, &key);
         // Whatever changed for this vCluster (cluster, labels, reported project) may
         // change its owner bindings too.
         hub.notify_owners(&key);
-        // Unproven clusters claiming it: its owner is told (core::proof).
-        super::warn::sync(&hub, &key);
-        // Our cluster with only its create-time proof gets the UID-bound one.
-        let seal = ensure::Known::unsealed(hub.as_ref(), &key).is_some();
         if io.is_empty() && !seal {
             hub.queue.succeeded(&key);
             hub.queue.done(&key);
@@ -137,9 +133,10 @@ async fn write(
     Ok(())
 }
 
-/// Runs [`decide`] under the lock, carries out the non-I/O actions there and returns the
-/// ones that need the API.
-fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
+/// Runs [`decide`] under the lock, carries out the non-I/O actions there (and the
+/// unproven-claim warning) and returns the ones that need the API, with whether its
+/// cluster still needs its UID-bound proof — all in one take of the lock.
+fn decide_and_send(hub: &Hub, key: &VcKey) -> (Vec<Action>, bool) {
     let now = Instant::now();
     let wall_now = SystemTime::now();
     let mut w = hub.world();
@@ -329,5 +326,9 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> Vec<Action> {
     {
         h.per_vc.remove(&key.uid);
     }
-    io
+    // Unproven clusters claiming it: its owner is told (core::proof).
+    super::warn::sync(hub, &mut w, key);
+    // Our cluster with only its create-time proof gets the UID-bound one.
+    let seal = w.index.unsealed(key).is_some();
+    (io, seal)
 }

@@ -287,6 +287,13 @@ impl Index {
         self.by_key.get(key).and_then(|n| self.prov.get(n))
     }
 
+    /// `key`'s cluster when it carries only the create-time proof (a crash came between
+    /// the create and the UID-bound proof): the hub still owes it that proof.
+    pub fn unsealed(&self, key: &VcKey) -> Option<&ProvCluster> {
+        self.prov_for(key)
+            .filter(|p| p.trust == proof::Trust::ProvenAtCreate && !p.deleting)
+    }
+
     /// Service UIDs of the vClusters that have a provisioning cluster on `host`.
     pub fn uids_of_host(&self, host: &str) -> impl Iterator<Item = &String> {
         self.by_host.get(host).into_iter().flatten()
