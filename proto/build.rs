@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Reauth carries a bearer token: its Debug is written by hand (redacted).
         .skip_debug(["vclink.v1.Reauth"])
+        // Ordered maps: labels and quota entries compare, print and patch the same way
+        // every time (the hub diffs them to decide whether a write is needed).
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

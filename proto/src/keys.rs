@@ -20,6 +20,21 @@ pub const LABEL_PROJECT: &str = "vclink.io/project";
 /// so the agent bundle can leave vCluster clusters out.
 pub const LABEL_VCLUSTER: &str = "vclink.io/vcluster";
 
+/// Service annotation: a prefix for the default Rancher cluster name
+/// (`<prefix>-<namespace>-<name>`), used only when a cluster is created.
+pub const ANNOTATION_CLUSTER_NAME_PREFIX: &str = "vclink.io/cluster-name-prefix";
+/// The Go operator's (and vCluster Platform's) name annotation, read as a fallback for
+/// [`ANNOTATION_CLUSTER_NAME`].
+pub const ANNOTATION_PLATFORM_CUSTOM_NAME: &str = "platform.vcluster.com/custom-name";
+/// The Go operator's prefix annotation, read as a fallback for
+/// [`ANNOTATION_CLUSTER_NAME_PREFIX`].
+pub const ANNOTATION_PLATFORM_CUSTOM_NAME_PREFIX: &str = "platform.vcluster.com/custom-name-prefix";
+/// Service annotation `"true"`: when the vCluster's Rancher cluster is deleted in Rancher,
+/// the agent uninstalls the vCluster's Helm release.
+pub const ANNOTATION_UNINSTALL_ON_DELETE: &str = "vclink.io/uninstall-on-cluster-delete";
+/// The Go operator's spelling of [`ANNOTATION_UNINSTALL_ON_DELETE`], honoured as well.
+pub const ANNOTATION_LOFT_UNINSTALL_ON_DELETE: &str = "loft.sh/uninstall-on-cluster-delete";
+
 /// Service label that selects vClusters.
 pub const SERVICE_SELECTOR: &str = "app=vcluster";
 /// Service annotation: do not import this vCluster.

@@ -141,6 +141,33 @@ pub fn vcluster(field: &str, v: &VCluster) -> Result {
         &format!("{field}.recorded_cluster_id"),
         &v.recorded_cluster_id,
     )?;
+    optional_label(&format!("{field}.requested_prefix"), &v.requested_prefix)?;
+    if v.requested_prefix.len() > MAX_PREFIX {
+        return Err(invalid(
+            format!("{field}.requested_prefix"),
+            format!("longer than {MAX_PREFIX} characters"),
+        ));
+    }
+    labels(&format!("{field}.labels"), &v.labels)?;
+    if let Some(q) = &v.quota {
+        optional_label(&format!("{field}.quota.name"), &q.name)?;
+        if q.hard.len() > MAX_QUOTA_ENTRIES {
+            return Err(invalid(
+                format!("{field}.quota.hard"),
+                format!("more than {MAX_QUOTA_ENTRIES} entries"),
+            ));
+        }
+        for (k, val) in &q.hard {
+            if !is_label_key(k) {
+                return Err(invalid(
+                    format!("{field}.quota.hard"),
+                    format!("resource name {} is not a qualified name", preview(k)),
+                ));
+            }
+            text(&format!("{field}.quota.hard[{k}]"), val, 64)?;
+        }
+    }
+    text(&format!("{field}.vcluster_version"), &v.vcluster_version, 64)?;
     if let Some(x) = &v.exclusion {
         // An unknown kind is allowed (a newer agent's); it must be treated as EXCLUDED.
         text(
@@ -148,6 +175,67 @@ pub fn vcluster(field: &str, v: &VCluster) -> Result {
             &x.reason,
             MAX_MESSAGE_TEXT,
         )?;
+    }
+    Ok(())
+}
+
+/// Longest name prefix: leaves room for `-<namespace>-<name>` (the name is shortened
+/// with a hash suffix when the whole is over 63 characters anyway).
+pub const MAX_PREFIX: usize = 40;
+/// Most labels one vCluster may report (Kubernetes sets no limit; Services with more are
+/// reported with none of them and a reason the agent shows).
+pub const MAX_LABELS: usize = 64;
+/// Most `spec.hard` entries of a reported ResourceQuota.
+pub const MAX_QUOTA_ENTRIES: usize = 32;
+
+/// A Kubernetes qualified name with an optional DNS-subdomain prefix
+/// (`example.org/team`, `app`): the rule for label keys and resource names.
+pub fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label)
+    });
+    name_ok && prefix_ok
+}
+
+/// A Kubernetes label value: empty, or ≤ 63 of `[A-Za-z0-9-_.]` starting and ending
+/// alphanumeric.
+pub fn is_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+}
+
+fn labels(field: &str, m: &std::collections::BTreeMap<String, String>) -> Result {
+    if m.len() > MAX_LABELS {
+        return Err(invalid(field, format!("more than {MAX_LABELS} entries")));
+    }
+    for (k, v) in m {
+        if !is_label_key(k) {
+            return Err(invalid(
+                field,
+                format!("key {} is not a valid label key", preview(k)),
+            ));
+        }
+        if !is_label_value(v) {
+            return Err(invalid(
+                field,
+                format!("value of {} is not a valid label value", preview(k)),
+            ));
+        }
     }
     Ok(())
 }
@@ -228,6 +316,36 @@ mod tests {
             reason: "x".repeat(MAX_MESSAGE_TEXT + 1),
         });
         assert_eq!(vcluster("v", &v).unwrap_err().field, "v.exclusion.reason");
+    }
+
+    #[test]
+    fn labels_prefix_and_quota_are_checked() {
+        let mut v = vc();
+        v.labels.insert("example.org/team".into(), "blue".into());
+        v.labels.insert("env".into(), "".into());
+        v.requested_prefix = "edge".into();
+        v.quota = Some(crate::v1::Quota {
+            name: "vc-vc1".into(),
+            hard: [("limits.cpu".to_string(), "4".to_string())].into(),
+        });
+        assert_eq!(vcluster("v", &v), Ok(()));
+        let mut bad = v.clone();
+        bad.labels.insert("bad key".into(), "x".into());
+        assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.labels");
+        let mut bad = v.clone();
+        bad.labels.insert("ok".into(), "no spaces".into());
+        assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.labels");
+        let mut bad = v.clone();
+        bad.requested_prefix = "Edge!".into();
+        assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.requested_prefix");
+        let mut bad = v.clone();
+        bad.requested_prefix = "p".repeat(MAX_PREFIX + 1);
+        assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.requested_prefix");
+        let mut bad = v;
+        bad.labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.labels");
+        assert!(is_label_key("a.b-c.example/x_y.z"));
+        assert!(!is_label_key("/x") && !is_label_key("Ex ample/x") && !is_label_key(""));
     }
 
     #[test]
