@@ -43,6 +43,8 @@
 //!     [`identity::proxy`]: TokenReviews through Rancher's cluster proxy.
 //!   - [`identity::credential`]: the hub's own Rancher credential.
 //!   - [`identity::metrics`]: identity counters.
+//! - [`mirror`]: what the hub knows of each vCluster (synced labels, quota, state),
+//!   shown on its Rancher management cluster.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: the hub's Prometheus metrics.
 //! - `testing` (hidden): one builder of a test hub for unit and integration tests.
@@ -88,6 +90,7 @@ pub(crate) mod http;
 pub mod identity;
 pub(crate) mod leader;
 pub(crate) mod metrics;
+pub(crate) mod mirror;
 pub(crate) mod owners;
 pub(crate) mod preflight;
 pub(crate) mod queue;
@@ -309,6 +312,20 @@ async fn run_fenced(
             hub.clone(),
             mapping,
             acting,
+            Some(args.adopt_operator_clusters_created_by.clone()),
+            limiter.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if args.rancher_mirror {
+        let policy =
+            mirror::LabelPolicy::new(&args.sync_labels_include, &args.sync_labels_exclude)
+                .map_err(anyhow::Error::msg)
+                .context("--sync-labels-include / --sync-labels-exclude")?;
+        tasks.extend(mirror::spawn(
+            client.clone(),
+            hub.clone(),
+            policy,
             limiter.clone(),
             shutdown.clone(),
         ));
@@ -345,20 +362,28 @@ async fn run_fenced(
         tasks
             .push(grpc::health::serve_plain(addr, health_service.clone(), shutdown.clone()).await?);
     }
+    // One settings value: the service and the accept loop share its recent peers.
+    let edge = grpc::edge::EdgeSettings::from_args(&args);
     let svc = LinkService::new(hub.clone(), auth, shutdown.clone())
         .with_limits(grpc::service::EdgeLimits {
             message_rate: args.agent_message_rate,
             message_burst: args.agent_message_burst,
             reverify_interval: args.agent_reverify_interval,
         })
-        .with_edge(grpc::edge::EdgeSettings::from_args(&args))
+        .with_edge(edge.clone())
         .into_server();
     tracing::info!(listen = %args.listen, workspace = %args.fleet_workspace, "vclink hub serving agents");
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
-    let edge = grpc::edge::EdgeSettings::from_args(&args);
-    let incoming = grpc::tls::incoming_with(listener, tls, edge.accept.clone(), shutdown.clone());
+    let incoming = grpc::tls::incoming_gated(
+        listener,
+        tls,
+        edge.accept.clone(),
+        edge.handshake_gate(),
+        Some(hub.metrics.rejections.clone()),
+        shutdown.clone(),
+    );
     let served = grpc::edge::server(&edge)
         .add_service(svc)
         .add_service(health_service)

@@ -7,8 +7,10 @@
 //! that user then pass the check in exactly the clusters the hub created, and the hub's
 //! ServiceAccount needs no rights of its own to bind roles (docs/rancher.md).
 //!
-//! The pure rules here: wait until the creator binding exists (the CRTB watch requeues
-//! the vCluster when it appears), never grant anything to the hub's own user, and
+//! The pure rules here: wait until the hub's user owns the cluster — Rancher's creator
+//! binding, or for a cluster someone else created (one adopted from the
+//! vcluster-rancher-operator) a `cluster-owner` CRTB an administrator made (the CRTB
+//! watch requeues the vCluster when it appears) — never grant anything to the hub's own user, and
 //! leave a grant alone that another CRTB of the cluster already makes (Rancher 2.14+
 //! refuses such a duplicate with 409).
 
@@ -39,13 +41,25 @@ pub fn is_user(s: &Subject, user: &str) -> bool {
     }
 }
 
-/// Has Rancher made `user` owner of the cluster whose CRTBs (not vclink's) are `foreign`?
-pub fn creator_is_owner<'a>(foreign: impl IntoIterator<Item = &'a Binding>, user: &str) -> bool {
+/// Is `user` an owner of the cluster whose CRTBs (not vclink's) are `foreign`: its
+/// creator, or granted `cluster-owner` by any other CRTB (for a cluster adopted from the
+/// vcluster-rancher-operator an administrator grants it; only a cluster owner can, and
+/// it lets vclink do nothing but keep the owner bindings it keeps anyway)?
+pub fn is_owner<'a>(foreign: impl IntoIterator<Item = &'a Binding>, user: &str) -> bool {
     foreign.into_iter().any(|b| {
-        b.name == CREATOR_CRTB
-            && !b.deleting
+        !b.deleting
             && b.role == "cluster-owner"
             && b.subject.as_ref().is_some_and(|s| is_user(s, user))
+    })
+}
+
+/// The `userName` Rancher's creator binding of the cluster names, if there is one.
+pub fn creator<'a>(foreign: impl IntoIterator<Item = &'a Binding>) -> Option<&'a str> {
+    foreign.into_iter().find_map(|b| match &b.subject {
+        Some(Subject::User { name, .. }) if b.name == CREATOR_CRTB && !b.deleting => {
+            Some(name.as_str())
+        }
+        _ => None,
     })
 }
 
@@ -60,7 +74,9 @@ pub fn granted_elsewhere<'a>(foreign: impl IntoIterator<Item = &'a Binding>, d: 
     })
 }
 
-fn same_subject(a: &Subject, b: &Subject) -> bool {
+/// Whether two subjects are the same user or group: equal non-empty names or equal
+/// non-empty principals (one side may carry only one of them).
+pub fn same_subject(a: &Subject, b: &Subject) -> bool {
     let nonempty_eq = |x: &str, y: &str| !x.is_empty() && x == y;
     match (a, b) {
         (
@@ -106,6 +122,7 @@ mod tests {
             scope: "c-m-vc000001".into(),
             subject: Some(subject),
             deleting: false,
+            ..Binding::default()
         }
     }
 
@@ -126,17 +143,23 @@ mod tests {
     }
 
     #[test]
-    fn creator_binding_must_name_the_hub_user() {
+    fn ownership_by_the_creator_binding_or_any_owner_binding() {
         let ok = binding(CREATOR_CRTB, "cluster-owner", user("vclink-hub"));
-        assert!(creator_is_owner([&ok], "vclink-hub"));
+        assert!(is_owner([&ok], "vclink-hub"));
+        assert_eq!(creator([&ok]), Some("vclink-hub"));
         let someone_else = binding(CREATOR_CRTB, "cluster-owner", user("u-admin"));
-        assert!(!creator_is_owner([&someone_else], "vclink-hub"));
-        let other_name = binding("x", "cluster-owner", user("vclink-hub"));
-        assert!(!creator_is_owner([&other_name], "vclink-hub"));
+        assert!(!is_owner([&someone_else], "vclink-hub"));
+        assert_eq!(creator([&someone_else]), Some("u-admin"));
+        // Granted by an administrator (a cluster adopted from the operator).
+        let granted = binding("vclink-hub-owner", "cluster-owner", user("vclink-hub"));
+        assert!(is_owner([&someone_else, &granted], "vclink-hub"));
+        assert_eq!(creator([&granted]), None);
+        let member = binding("x", "cluster-member", user("vclink-hub"));
+        assert!(!is_owner([&member], "vclink-hub"));
         let mut going = ok.clone();
         going.deleting = true;
-        assert!(!creator_is_owner([&going], "vclink-hub"));
-        assert!(!creator_is_owner([], "vclink-hub"));
+        assert!(!is_owner([&going], "vclink-hub"));
+        assert!(!is_owner([], "vclink-hub"));
     }
 
     #[test]

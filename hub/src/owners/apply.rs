@@ -16,66 +16,18 @@ use vclink_proto::keys::{
 };
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
 
-use super::acting::{creator_is_owner, granted_elsewhere, is_user};
-use super::desired::{Desired, Plan, desired, plan, project_of};
+use super::acting::{creator, granted_elsewhere, is_owner, is_user};
+use super::adopt::{Writes, adopt, delete_stale};
+use super::desired::{Desired, Plan, desired, makes, plan, project_of};
+pub use super::error::OwnerError;
 use super::model::{
     ANNOTATION_PARENTS, COMPONENT_OWNER, Crtb, LABEL_COMPONENT, LABEL_PARENT_KIND,
     LABEL_PARENT_NAME, LABEL_PARENT_NAMESPACE, is_owned, parse_crtb,
 };
+use super::takeover::{operator_bindings, takeover};
 use super::{Owners, reported_project};
 use crate::core::index::VcKey;
 use crate::rancher::{Kind, parse_prov};
-
-/// A write of owner sync that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OwnerError {
-    /// The API server or Rancher's webhook refused it (e.g. the escalation check).
-    #[error("{what}: refused: {message}")]
-    Refused {
-        /// What was being done.
-        what: String,
-        /// The refusal, as the API server put it.
-        message: String,
-    },
-    /// The name is held by a CRTB vclink did not create.
-    #[error("{what}: the name {name} is taken by a binding vclink did not create")]
-    Conflict {
-        /// What was being done.
-        what: String,
-        /// The contested name.
-        name: String,
-    },
-    /// Any other API failure.
-    #[error("{what}: {source}")]
-    Api {
-        /// What was being done.
-        what: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-impl OwnerError {
-    /// Metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Refused { .. } => "refused",
-            Self::Conflict { .. } => "conflict",
-            Self::Api { .. } => "api",
-        }
-    }
-
-    pub(crate) fn from_kube(what: String, e: kube::Error) -> Self {
-        match e {
-            kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Self::Refused {
-                what,
-                message: s.message,
-            },
-            source => Self::Api { what, source },
-        }
-    }
-}
 
 /// Runs one worker until shutdown; waits for the watches' first lists first.
 pub async fn run_worker(
@@ -90,7 +42,7 @@ pub async fn run_worker(
     while let Some(key) = owners.queue.next(&shutdown).await {
         let errors = reconcile(&owners, &key).await;
         report(&owners, &key, &errors);
-        if errors.is_empty() {
+        if errors.iter().all(|e| !e.retryable()) {
             owners.queue.succeeded(&key);
         } else {
             owners.queue.retry(key.clone());
@@ -135,7 +87,7 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
     let Some(t) = target(owners, key) else {
         return Vec::new();
     };
-    let plan = {
+    let (plan, writes, not_owner) = {
         let s = owners.store();
         let project = t.project.as_deref().and_then(|p| s.project(&key.host, p));
         let prtbs: Vec<_> = project
@@ -150,28 +102,63 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
             &owners.mapping,
         );
         let owned: Vec<_> = s.owned_in(&t.mgmt_id).collect();
+        let foreign: Vec<_> = s.foreign_in(&t.mgmt_id).collect();
+        let operator = operator_bindings(
+            &foreign,
+            &t.mgmt_id,
+            &key.uid,
+            owners.operator_user.as_deref(),
+        );
+        let others: Vec<_> = foreign
+            .iter()
+            .copied()
+            .filter(|b| !operator.iter().any(|o| o.name == b.name))
+            .collect();
         // Never a grant to the hub's own user (it owns the cluster already, as creator);
-        // and a grant another CRTB of the cluster already makes is left to that one
-        // (Rancher 2.14+ would refuse ours with 409) unless ours exists.
+        // and a grant another CRTB of the cluster (not the operator's) already makes is
+        // left to that one (Rancher 2.14+ would refuse ours with 409) unless ours exists.
         if let Some(a) = &owners.acting {
             want.retain(|_, d| !is_user(&d.subject, &a.user));
         }
         want.retain(|name, d| {
-            owned.iter().any(|o| o.name == *name) || !granted_elsewhere(s.foreign_in(&t.mgmt_id), d)
+            owned.iter().any(|o| o.name == *name || makes(o, d))
+                || !granted_elsewhere(others.iter().copied(), d)
         });
-        let foreign: HashSet<&str> = s.foreign_in(&t.mgmt_id).map(|b| b.name.as_str()).collect();
-        let mut plan = plan(&want, &owned, &foreign);
-        // As the hub's user, creates pass Rancher's escalation check only once Rancher
-        // has made it owner (CRTB creator-cluster-owner); the CRTB watch requeues this
-        // vCluster when that binding appears, so waiting costs no request.
+        // The operator's bindings: adopted where they make a wanted grant, else stale.
+        let tk = takeover(&want, &owned, &operator);
+        for (_, d) in &tk.adopt {
+            want.remove(&d.name);
+        }
+        let names: HashSet<&str> = foreign.iter().map(|b| b.name.as_str()).collect();
+        let mut plan = plan(&want, &owned, &names);
+        let mut writes = Writes::from(&tk);
+        // Stale operator bindings go only once every wanted grant exists (the watch
+        // events of the creates and adoptions requeue this vCluster): never a moment
+        // without a binding for someone whose role merely changed.
+        if !plan.create.is_empty() || !writes.adopt.is_empty() {
+            writes.stale.clear();
+        }
+        // As the hub's user, writes pass Rancher's checks only once Rancher has made it
+        // owner (CRTB creator-cluster-owner, or one an administrator made); the CRTB
+        // watch requeues this vCluster when that binding appears, so waiting costs no
+        // request. In a cluster someone else created that wait is reported.
+        let mut not_owner = None;
         if let Some(a) = &owners.acting
-            && !plan.create.is_empty()
-            && !creator_is_owner(s.foreign_in(&t.mgmt_id), &a.user)
+            && (!plan.create.is_empty() || !writes.is_empty())
+            && !is_owner(foreign.iter().copied(), &a.user)
         {
             tracing::debug!(host = %key.host, uid = %key.uid, cluster = %t.mgmt_id, user = %a.user, "owner sync: waiting for Rancher to make the hub's user owner (creator-cluster-owner)");
             plan.create.clear();
+            writes = Writes::default();
+            not_owner = creator(foreign.iter().copied())
+                .filter(|c| *c != a.user)
+                .map(|c| OwnerError::NotOwner {
+                    user: a.user.clone(),
+                    cluster: t.mgmt_id.clone(),
+                    creator: c.to_string(),
+                });
         }
-        plan
+        (plan, writes, not_owner)
     };
     let mut errors = Vec::new();
     if let Some(new) = &t.relabel
@@ -179,10 +166,14 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
     {
         errors.push(e);
     }
-    if !plan.is_empty() {
-        tracing::debug!(host = %key.host, uid = %key.uid, cluster = %t.mgmt_id, create = plan.create.len(), delete = plan.delete.len(), "owner sync plan");
+    errors.extend(not_owner);
+    if !plan.is_empty() || !writes.is_empty() {
+        tracing::debug!(host = %key.host, uid = %key.uid, cluster = %t.mgmt_id, create = plan.create.len(), delete = plan.delete.len(), adopt = writes.adopt.len(), stale = writes.stale.len(), "owner sync plan");
     }
+    // Adoptions first (they only add labels), stale operator bindings last.
+    errors.extend(adopt(owners, key, &t.mgmt_id, &writes).await);
     errors.extend(carry_out(owners, key, &t, plan).await);
+    errors.extend(delete_stale(owners, key, &t.mgmt_id, &writes).await);
     errors
 }
 
@@ -190,7 +181,7 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
 /// lease while this waited sends nothing), counts the request by resource and verb (so
 /// the scale numbers separate CRTBs from cluster relabels), then sends `request` (a
 /// future: nothing goes out until it is awaited here).
-async fn call<T>(
+pub(super) async fn call<T>(
     owners: &Owners,
     resource: &'static str,
     verb: &'static str,
@@ -349,6 +340,29 @@ async fn create(
 
 /// The CRTB for `d` in the vCluster's cluster `mgmt_id`.
 pub fn build_crtb(key: &VcKey, mgmt_id: &str, d: &Desired) -> DynamicObject {
+    let (labels, parents) = owner_marks(key, d);
+    let mut o = json!({
+        "apiVersion": "management.cattle.io/v3",
+        "kind": "ClusterRoleTemplateBinding",
+        "metadata": {
+            "name": d.name,
+            "namespace": mgmt_id,
+            "labels": labels,
+            "annotations": {ANNOTATION_PARENTS: parents},
+        },
+        "clusterName": mgmt_id,
+        "roleTemplateName": d.role,
+    });
+    for (k, v) in d.subject.fields() {
+        o[k] = Value::String(v);
+    }
+    serde_json::from_value(o)
+        .unwrap_or_else(|_| DynamicObject::new(&d.name, &Kind::Crtb.resource()))
+}
+
+/// The labels that make a CRTB one of owner sync's for vCluster `key` and grant `d`, and
+/// the value of its [`ANNOTATION_PARENTS`].
+pub(super) fn owner_marks(key: &VcKey, d: &Desired) -> (serde_json::Map<String, Value>, String) {
     let mut labels = serde_json::Map::new();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
     labels.insert(LABEL_COMPONENT.into(), COMPONENT_OWNER.into());
@@ -367,23 +381,7 @@ pub fn build_crtb(key: &VcKey, mgmt_id: &str, d: &Desired) -> DynamicObject {
         .iter()
         .map(|p| format!("{}:{}/{}", p.kind, p.namespace, p.name))
         .collect();
-    let mut o = json!({
-        "apiVersion": "management.cattle.io/v3",
-        "kind": "ClusterRoleTemplateBinding",
-        "metadata": {
-            "name": d.name,
-            "namespace": mgmt_id,
-            "labels": labels,
-            "annotations": {ANNOTATION_PARENTS: parents.join(",")},
-        },
-        "clusterName": mgmt_id,
-        "roleTemplateName": d.role,
-    });
-    for (k, v) in d.subject.fields() {
-        o[k] = Value::String(v);
-    }
-    serde_json::from_value(o)
-        .unwrap_or_else(|_| DynamicObject::new(&d.name, &Kind::Crtb.resource()))
+    (labels, parents.join(","))
 }
 
 fn label_value_ok(s: &str) -> bool {

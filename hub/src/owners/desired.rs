@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::acting::same_subject;
 use super::mapping::RoleMapping;
 use super::model::{Binding, OwnedCrtb, ProjectInfo, Subject};
 
@@ -137,6 +138,9 @@ impl Plan {
 
 /// Turns `owned` (owner sync's CRTBs in the cluster's namespace) into `desired`.
 /// `foreign` are the names of other CRTBs there. A CRTB being deleted is waited for.
+/// An owned CRTB under another name that makes a desired grant (one taken over from
+/// the vcluster-rancher-operator, see [`super::takeover`]) satisfies it: nothing is
+/// created next to it, and it is deleted only once the grant is no longer desired.
 pub fn plan(
     desired: &BTreeMap<String, Desired>,
     owned: &[&OwnedCrtb],
@@ -144,25 +148,46 @@ pub fn plan(
 ) -> Plan {
     let mut p = Plan::default();
     let by_name: BTreeMap<&str, &OwnedCrtb> = owned.iter().map(|o| (o.name.as_str(), *o)).collect();
+    // Owned CRTBs under other names kept because they make a desired grant.
+    let mut kept: HashSet<&str> = HashSet::new();
     for (name, d) in desired {
         match by_name.get(name.as_str()) {
             Some(o) if o.deleting => {}
-            // Same name, same grant: nothing to do. Rancher may have filled in a
-            // userName for a principal-only subject, so compare what we asked for.
-            Some(o)
-                if o.role == d.role
-                    && o.subject.as_ref().is_some_and(|s| covers(s, &d.subject)) => {}
+            // Same name, same grant: nothing to do.
+            Some(o) if makes(o, d) => {}
             Some(o) => p.delete.push((o.name.clone(), o.uid.clone())),
-            None if foreign.contains(name.as_str()) => p.conflicts.push(d.clone()),
-            None => p.create.push(d.clone()),
+            None => {
+                let other = owned.iter().find(|o| {
+                    !o.deleting
+                        && !desired.contains_key(&o.name)
+                        && !kept.contains(o.name.as_str())
+                        && o.role == d.role
+                        && o.subject
+                            .as_ref()
+                            .is_some_and(|s| same_subject(s, &d.subject))
+                });
+                match other {
+                    Some(o) => {
+                        kept.insert(o.name.as_str());
+                    }
+                    None if foreign.contains(name.as_str()) => p.conflicts.push(d.clone()),
+                    None => p.create.push(d.clone()),
+                }
+            }
         }
     }
     for o in owned {
-        if !o.deleting && !desired.contains_key(&o.name) {
+        if !o.deleting && !desired.contains_key(&o.name) && !kept.contains(o.name.as_str()) {
             p.delete.push((o.name.clone(), o.uid.clone()));
         }
     }
     p
+}
+
+/// Whether the owned CRTB `o` makes the grant `d` (Rancher may have filled in a
+/// userName for a principal-only subject, so compare what was asked for).
+pub fn makes(o: &OwnedCrtb, d: &Desired) -> bool {
+    o.role == d.role && o.subject.as_ref().is_some_and(|s| covers(s, &d.subject))
 }
 
 /// Whether an existing subject is what `want` asked for (fields that were asked for

@@ -39,6 +39,7 @@ fn prtb(name: &str, project: &str, role: &str, s: Subject) -> Binding {
         scope: format!("{HOST}:{project}"),
         subject: Some(s),
         deleting: false,
+        ..Binding::default()
     }
 }
 
@@ -50,6 +51,7 @@ fn host_crtb(name: &str, role: &str, s: Subject) -> Binding {
         scope: HOST.into(),
         subject: Some(s),
         deleting: false,
+        ..Binding::default()
     }
 }
 
@@ -356,4 +358,30 @@ fn the_reported_project_wins_and_relabels() {
     );
     // Another cluster's project is not this agent's to claim.
     assert_eq!(project_of(HOST, Some("c-m-other:p-x"), None).project, None);
+}
+
+#[test]
+fn plan_keeps_an_adopted_binding_under_another_name_and_adds_no_duplicate() {
+    let p = project("p-a");
+    let d = desired(
+        VC,
+        HOST,
+        Some(&p),
+        &[prtb("b1", "p-a", "project-owner", user("u-alice"))],
+        &[],
+        &RoleMapping::default(),
+    );
+    // The operator's binding, adopted: only a userName, another name.
+    let adopted = owned(
+        "vcluster-u-alice-co",
+        "cluster-owner",
+        Subject::User {
+            name: "u-alice".into(),
+            principal: String::new(),
+        },
+    );
+    assert!(plan(&d, &[&adopted], &HashSet::new()).is_empty());
+    // Once the grant is no longer wanted, it goes like any of ours.
+    let none = BTreeMap::new();
+    assert_eq!(plan(&none, &[&adopted], &HashSet::new()).delete.len(), 1);
 }

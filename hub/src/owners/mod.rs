@@ -11,19 +11,25 @@
 //! - [`acting`]: owner CRTBs are written as the hub's impersonated Rancher user, the
 //!   creator (so owner) of the clusters the hub made; the rules that follow from it.
 //! - [`apply`]: workers that carry out a plan through the rate limiter and report
-//!   failures (metric, log line, the vCluster's Status).
+//!   failures ([`error`]: metric, log line, the vCluster's Status).
+//! - [`takeover`] / [`adopt`]: in clusters adopted from the vcluster-rancher-operator,
+//!   its owner CRTBs are adopted where they make a wanted grant, deleted when stale.
 //!
 //! Work is keyed by vCluster ([`VcKey`]) on its own bounded, deduplicated queue; the main
 //! reconcile notifies it whenever a vCluster's cluster, labels or reported project
 //! change ([`crate::state::Hub::notify_owners`]). Only CRTBs labelled
-//! `vclink.io/managed-by=vclink` and `vclink.io/component=owner-binding` are ever deleted.
+//! `vclink.io/managed-by=vclink` and `vclink.io/component=owner-binding` are ever deleted,
+//! and the operator's own, under the rules of [`takeover`].
 
 pub mod acting;
+pub mod adopt;
 pub mod apply;
 pub mod desired;
+pub mod error;
 pub mod mapping;
 pub mod model;
 pub mod store;
+pub mod takeover;
 pub mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,6 +69,10 @@ pub struct Owners {
     limiter: RateLimiter,
     /// The Rancher user CRTBs are created and deleted as (None: the ServiceAccount).
     acting: Option<acting::Acting>,
+    /// The Rancher user the vcluster-rancher-operator runs as
+    /// (`--adopt-operator-clusters-created-by`): its owner CRTBs are taken over in the
+    /// clusters it created. None: never.
+    operator_user: Option<String>,
 }
 
 impl Owners {
@@ -122,12 +132,14 @@ const WORKERS: usize = 4;
 
 /// Starts owner sync: its queue, watches and workers. Workers start once every watch
 /// delivered its first list (before that, an empty cache would look like "no owners"
-/// and delete every binding), then resync every vCluster.
+/// and delete every binding), then resync every vCluster. `operator_user`: the Rancher
+/// user of the vcluster-rancher-operator whose owner CRTBs are taken over (None: never).
 pub fn spawn(
     client: Client,
     hub: Arc<Hub>,
     mapping: RoleMapping,
     acting: Option<acting::Acting>,
+    operator_user: Option<String>,
     limiter: RateLimiter,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -141,6 +153,7 @@ pub fn spawn(
         client,
         limiter,
         acting,
+        operator_user: operator_user.filter(|u| !u.is_empty()),
     });
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let mut tasks = vec![tokio::spawn(queue.run_delays(delay_rx, shutdown.clone()))];

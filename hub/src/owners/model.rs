@@ -10,6 +10,7 @@ use vclink_proto::keys::{
 };
 
 use crate::core::index::VcKey;
+use crate::rancher::LOFT_SERVICE_UID;
 
 /// Label on the CRTBs owner sync creates (together with `vclink.io/managed-by=vclink`):
 /// only CRTBs carrying both are ever deleted by the hub.
@@ -140,7 +141,7 @@ pub fn parse_project(o: &DynamicObject) -> Option<ProjectInfo> {
 }
 
 /// A PRTB or a CRTB someone else made: a possible source of owner bindings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Binding {
     /// Namespace.
     pub namespace: String,
@@ -154,6 +155,28 @@ pub struct Binding {
     pub subject: Option<Subject>,
     /// Has a deletionTimestamp (treated as gone).
     pub deleting: bool,
+    /// UID (precondition of a takeover write).
+    pub uid: String,
+    /// `metadata.resourceVersion` (precondition of a takeover write: the object judged is
+    /// the object written).
+    pub resource_version: String,
+    /// CRTBs only: the vCluster Service UID on a CRTB labelled the way the
+    /// vcluster-rancher-operator labels its owner bindings ([`operator_mark`]).
+    pub operator_uid: Option<String>,
+}
+
+/// Label the vcluster-rancher-operator puts on its owner CRTBs: the PRTB it derived from.
+pub const LOFT_PARENT_PRTB: &str = "loft.sh/parent-prtb";
+/// Label the vcluster-rancher-operator puts on its owner CRTBs: the host CRTB it derived from.
+pub const LOFT_PARENT_CRTB: &str = "loft.sh/parent-crtb";
+
+/// The Service UID of a CRTB labelled like the operator's owner bindings: a non-empty
+/// `loft.sh/vcluster-service-uid` and exactly one non-empty parent label. Labels are no
+/// proof (anyone who may edit CRTBs there can write them); see [`super::takeover`].
+pub fn operator_mark(o: &DynamicObject) -> Option<String> {
+    let l = |k| label(o, k).filter(|v| !v.is_empty());
+    let uid = l(LOFT_SERVICE_UID)?;
+    (l(LOFT_PARENT_PRTB).is_some() != l(LOFT_PARENT_CRTB).is_some()).then(|| uid.to_string())
 }
 
 /// Reduces a PRTB.
@@ -165,6 +188,7 @@ pub fn parse_prtb(o: &DynamicObject) -> Option<Binding> {
         scope: field(o, "projectName").into(),
         subject: subject_of(o),
         deleting: o.metadata.deletion_timestamp.is_some(),
+        ..Binding::default()
     })
 }
 
@@ -246,6 +270,9 @@ pub fn parse_crtb(o: &DynamicObject) -> Option<Crtb> {
         scope: field(o, "clusterName").into(),
         subject: subject_of(o),
         deleting: o.metadata.deletion_timestamp.is_some(),
+        uid: o.uid().unwrap_or_default(),
+        resource_version: o.resource_version().unwrap_or_default(),
+        operator_uid: operator_mark(o),
     }))
 }
 
@@ -348,6 +375,26 @@ mod tests {
             Crtb::Owned { crtb, .. } => assert_eq!(crtb.key, Some(VcKey::new("c-m-h", "s"))),
             other => panic!("{other:?}"),
         }
+        let labelled = |labels: Value| {
+            let o = obj(
+                json!({"apiVersion": "management.cattle.io/v3", "kind": "ClusterRoleTemplateBinding",
+                "metadata": {"name": "vcluster-u-1-co", "namespace": "c-m-v", "labels": labels},
+                "clusterName": "c-m-v", "roleTemplateName": "cluster-owner", "userName": "u-1"}),
+            );
+            operator_mark(&o)
+        };
+        assert_eq!(
+            labelled(json!({"loft.sh/vcluster-service-uid": "s", "loft.sh/parent-prtb": "p"})),
+            Some("s".into())
+        );
+        assert_eq!(labelled(json!({"loft.sh/vcluster-service-uid": "s"})), None);
+        assert_eq!(
+            labelled(
+                json!({"loft.sh/vcluster-service-uid": "s", "loft.sh/parent-prtb": "p", "loft.sh/parent-crtb": "c"})
+            ),
+            None
+        );
+        assert_eq!(labelled(json!({"loft.sh/parent-crtb": "c"})), None);
         // Only managed-by is not enough: a user may copy one label.
         let foreign = parse_crtb(&obj(json!({"apiVersion": "management.cattle.io/v3", "kind": "ClusterRoleTemplateBinding",
             "metadata": {"name": "b", "namespace": "c-m-v", "labels": {"vclink.io/managed-by": "vclink"}},

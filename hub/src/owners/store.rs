@@ -205,6 +205,7 @@ mod tests {
                 principal: String::new(),
             }),
             deleting: false,
+            ..Binding::default()
         }
     }
 
