@@ -1,7 +1,11 @@
 //! Deterministic Rancher cluster names for vClusters.
 //!
 //! The name is `<host>-<namespace>-<name>` when that is a valid DNS-1123 label of at
-//! most 63 characters. Longer names are cut and given a hash suffix of the full name, so
+//! most 63 characters. `<host>` is the host cluster's Rancher display name
+//! ([`host_part`]; its `c-m-…` id when the display name is missing or unusable), or the
+//! prefix the vCluster's Service asks for. Names are computed only when a cluster is
+//! created: an existing cluster is found by its labels and never renamed, so a changed
+//! display name or annotation affects only clusters created afterwards. Longer names are cut and given a hash suffix of the full name, so
 //! the same vCluster always gets the same name. Two different vClusters can only meet on
 //! a shortened name by a hash collision; the hub detects that from the owner labels and
 //! asks for the next candidate (`attempt` > 0), so a collision never merges two
@@ -12,6 +16,28 @@ use sha2::{Digest, Sha256};
 /// Longest Kubernetes object name that is also a DNS-1123 label.
 pub const MAX_NAME: usize = 63;
 const HASH_HEX: usize = 10;
+
+/// Longest `<host>` part taken from a display name, so the namespace and name stay
+/// readable (the same bound as a requested prefix).
+pub const MAX_HOST_PART: usize = 40;
+
+/// The `<host>` part of default names: the host's Rancher display name, sanitized and
+/// cut to [`MAX_HOST_PART`]; its management cluster id `id` when the display name is
+/// missing, sanitizes to nothing or is reserved (`local`, `c-m-…`).
+pub fn host_part(id: &str, display_name: Option<&str>) -> String {
+    let Some(display) = display_name else {
+        return id.to_string();
+    };
+    let mut part: String = sanitize(display).chars().take(MAX_HOST_PART).collect();
+    while part.ends_with('-') {
+        part.pop();
+    }
+    if part.is_empty() || is_reserved(&part) {
+        id.to_string()
+    } else {
+        part
+    }
+}
 
 /// The `attempt`-th candidate name for a vCluster. Attempt 0 is the preferred name.
 pub fn cluster_name(host: &str, namespace: &str, name: &str, attempt: u32) -> String {
@@ -121,5 +147,32 @@ mod tests {
         let r = requested_name("local", 0);
         assert_ne!(r, "local");
         assert!(is_dns1123_label(&r));
+    }
+
+    #[test]
+    fn host_part_is_the_sanitized_display_name_or_the_id() {
+        let id = "c-m-abcd1234";
+        assert_eq!(host_part(id, Some("Prod EU (west)")), "prod-eu--west");
+        assert_eq!(host_part(id, Some("downstream-0")), "downstream-0");
+        assert_eq!(host_part(id, None), id);
+        assert_eq!(host_part(id, Some("")), id);
+        assert_eq!(host_part(id, Some("!!!")), id, "sanitizes to nothing");
+        assert_eq!(host_part(id, Some("Local")), id, "reserved");
+        assert_eq!(
+            host_part(id, Some("c-m-zz99yy88")),
+            id,
+            "another cluster's id"
+        );
+        let long = host_part(id, Some(&format!("{}-x", "a".repeat(39))));
+        assert_eq!(
+            long,
+            "a".repeat(39),
+            "cut to the bound without a trailing dash"
+        );
+        assert!(host_part(id, Some(&"ß".repeat(100))).len() <= MAX_HOST_PART);
+        assert_eq!(
+            cluster_name(&host_part(id, Some("Prod")), "team-a", "vc1", 0),
+            "prod-team-a-vc1"
+        );
     }
 }

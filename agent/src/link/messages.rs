@@ -1,10 +1,11 @@
-//! Pure message logic of the hub link: the Hello, splitting a snapshot into bounded
-//! chunks, the minimal Upsert/Remove diff between what the hub was told and what the
+//! Pure message logic of the hub link: the Hello, splitting a snapshot into chunks
+//! bounded by count and by encoded size, the minimal Upsert/Remove diff between what the hub was told and what the
 //! agent sees now, and checking a hub's Register before it can create anything.
 
 use std::collections::BTreeMap;
 
-use vclink_proto::limits::{MAX_CA_LEN, MAX_SNAPSHOT_CHUNK, MAX_URL_LEN};
+use prost::Message;
+use vclink_proto::limits::{MAX_CA_LEN, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_CHUNK, MAX_URL_LEN};
 use vclink_proto::v1::agent_message::Msg;
 use vclink_proto::v1::{AgentMessage, Hello, Register, Remove, Snapshot, Upsert, VCluster};
 use vclink_proto::validate::{is_dns1123_label, is_uid};
@@ -31,23 +32,38 @@ pub fn hello(cluster_id: &str, instance: &str) -> AgentMessage {
     }))
 }
 
-/// Splits the full list into chunks of at most [`MAX_SNAPSHOT_CHUNK`]; the last one has
-/// `last = true`, and an empty list is one empty chunk with `last = true`.
+/// Most encoded bytes of vClusters in one snapshot chunk: half the message limit, so the
+/// envelope and any estimate error stay far from it (500 vClusters with 64 long labels
+/// each would otherwise exceed [`MAX_MESSAGE_BYTES`]).
+pub const MAX_CHUNK_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+
+/// Splits the full list into chunks of at most [`MAX_SNAPSHOT_CHUNK`] vClusters and at
+/// most [`MAX_CHUNK_BYTES`] of encoded vClusters (a vCluster always fits: validation
+/// bounds each far below that); the last one has `last = true`, and an empty list is one
+/// empty chunk with `last = true`.
 pub fn snapshot_chunks(generation: u64, vclusters: &BTreeMap<String, VCluster>) -> Vec<Snapshot> {
-    let all: Vec<VCluster> = vclusters.values().cloned().collect();
-    if all.is_empty() {
-        return vec![Snapshot {
-            generation,
-            vclusters: vec![],
-            last: true,
-        }];
+    let mut chunks: Vec<Vec<VCluster>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for v in vclusters.values() {
+        // Field tag and length prefix included, as the Snapshot encodes it.
+        let len = prost::length_delimiter_len(v.encoded_len()) + 1 + v.encoded_len();
+        let current = chunks.last().map_or(0, Vec::len);
+        if current > 0 && (current >= MAX_SNAPSHOT_CHUNK || bytes + len > MAX_CHUNK_BYTES) {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        if let Some(c) = chunks.last_mut() {
+            c.push(v.clone());
+        }
     }
-    let n = all.chunks(MAX_SNAPSHOT_CHUNK).count();
-    all.chunks(MAX_SNAPSHOT_CHUNK)
+    let n = chunks.len();
+    chunks
+        .into_iter()
         .enumerate()
-        .map(|(i, c)| Snapshot {
+        .map(|(i, vclusters)| Snapshot {
             generation,
-            vclusters: c.to_vec(),
+            vclusters,
             last: i + 1 == n,
         })
         .collect()
@@ -166,6 +182,47 @@ mod tests {
         for s in &c {
             assert_eq!(vclink_proto::validate::snapshot(s), Ok(()));
         }
+    }
+
+    #[test]
+    fn big_vclusters_are_chunked_by_size() {
+        // 500 vClusters with 64 labels of 63-character values: ~3 MiB in all.
+        let all: BTreeMap<String, VCluster> = (0..MAX_SNAPSHOT_CHUNK)
+            .map(|i| {
+                let mut v = vc(i);
+                v.labels = (0..vclink_proto::validate::MAX_LABELS)
+                    .map(|l| (format!("example.org/label-{l:02}"), "v".repeat(63)))
+                    .collect();
+                (v.uid.clone(), v)
+            })
+            .collect();
+        assert!(
+            all.values().map(Message::encoded_len).sum::<usize>() > MAX_MESSAGE_BYTES,
+            "the test needs a snapshot over the limit"
+        );
+        let c = snapshot_chunks(1, &all);
+        assert!(c.len() > 1, "{}", c.len());
+        for s in &c {
+            let m = msg(Msg::Snapshot(s.clone()));
+            assert!(
+                m.encoded_len() <= MAX_CHUNK_BYTES + 64,
+                "{}",
+                m.encoded_len()
+            );
+            assert_eq!(vclink_proto::validate::snapshot(s), Ok(()));
+        }
+        assert_eq!(
+            c.iter().map(|s| s.vclusters.len()).sum::<usize>(),
+            all.len()
+        );
+        assert_eq!(c.iter().filter(|s| s.last).count(), 1);
+        assert!(c.last().is_some_and(|s| s.last));
+        let order: Vec<&str> = c
+            .iter()
+            .flat_map(|s| &s.vclusters)
+            .map(|v| v.uid.as_str())
+            .collect();
+        assert_eq!(order, all.keys().map(String::as_str).collect::<Vec<_>>());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use vclink_proto::keys;
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
 use vclink_proto::v1::exclusion::Kind;
-use vclink_proto::v1::{Exclusion, VCluster};
+use vclink_proto::v1::{Exclusion, Quota, VCluster};
 use vclink_proto::validate;
 
 use super::model::TrackedService;
@@ -58,7 +58,7 @@ pub fn namespace_reason(namespace: &str, selector: &str) -> String {
 }
 
 /// Blanks the optional fields that fail validation, so an excluded vCluster is still a
-/// valid message.
+/// valid message: each field is checked alone on a vCluster that has only it.
 fn sanitize(v: &mut VCluster) {
     let base = VCluster {
         uid: v.uid.clone(),
@@ -66,25 +66,84 @@ fn sanitize(v: &mut VCluster) {
         name: v.name.clone(),
         ..Default::default()
     };
-    let ok = |f: &dyn Fn(&mut VCluster)| {
+    let fine = |copy: fn(&mut VCluster, &VCluster), from: &VCluster| {
         let mut probe = base.clone();
-        f(&mut probe);
+        copy(&mut probe, from);
         validate::vcluster("v", &probe).is_ok()
     };
-    let (p, r, c) = (
-        v.project_id.clone(),
-        v.requested_name.clone(),
-        v.recorded_cluster_id.clone(),
-    );
-    if !ok(&|x| x.project_id = p.clone()) {
+    let from = v.clone();
+    if !fine(|x, v| x.project_id.clone_from(&v.project_id), &from) {
         v.project_id.clear();
     }
-    if !ok(&|x| x.requested_name = r.clone()) {
+    if !fine(|x, v| x.requested_name.clone_from(&v.requested_name), &from) {
         v.requested_name.clear();
     }
-    if !ok(&|x| x.recorded_cluster_id = c.clone()) {
+    if !fine(
+        |x, v| x.recorded_cluster_id.clone_from(&v.recorded_cluster_id),
+        &from,
+    ) {
         v.recorded_cluster_id.clear();
     }
+    if !fine(
+        |x, v| x.requested_prefix.clone_from(&v.requested_prefix),
+        &from,
+    ) {
+        v.requested_prefix.clear();
+    }
+    if !fine(|x, v| x.labels.clone_from(&v.labels), &from) {
+        v.labels.clear();
+    }
+    if !fine(|x, v| x.quota.clone_from(&v.quota), &from) {
+        v.quota = None;
+    }
+    if !fine(
+        |x, v| x.vcluster_version.clone_from(&v.vcluster_version),
+        &from,
+    ) {
+        v.vcluster_version.clear();
+    }
+}
+
+/// Why the requested name or prefix cannot be used, naming the annotation it came from.
+fn requested_problem(svc: &TrackedService) -> Option<String> {
+    let shown = |v: &str| {
+        let p: String = v.chars().take(40).collect();
+        if v.chars().count() > 40 {
+            format!("{p:?}…")
+        } else {
+            format!("{p:?}")
+        }
+    };
+    if let Some(r) = &svc.requested_name
+        && !validate::is_dns1123_label(&r.value)
+    {
+        return Some(format!(
+            "invalid requested_name: the annotation {} must be a DNS-1123 label (at most 63 characters of a-z, 0-9 \
+             and '-', starting and ending with a letter or digit), got {}",
+            r.annotation,
+            shown(&r.value)
+        ));
+    }
+    if let Some(r) = &svc.requested_prefix {
+        if r.value.len() > validate::MAX_PREFIX {
+            return Some(format!(
+                "invalid requested_prefix: the annotation {} is longer than {} characters (it leaves room for \
+                 -<namespace>-<name>), got {}",
+                r.annotation,
+                validate::MAX_PREFIX,
+                shown(&r.value)
+            ));
+        }
+        if !validate::is_dns1123_label(&r.value) {
+            return Some(format!(
+                "invalid requested_prefix: the annotation {} must be a DNS-1123 label (a-z, 0-9 and '-', starting \
+                 and ending with a letter or digit), got {}",
+                r.annotation,
+                shown(&r.value)
+            ));
+        }
+    }
+    None
 }
 
 /// The vCluster to report for `svc`, or `None` when it is not reported at all: the
@@ -93,6 +152,7 @@ fn sanitize(v: &mut VCluster) {
 pub fn describe(
     svc: &TrackedService,
     ns: NamespaceView<'_>,
+    quota: Option<&Quota>,
     selector: Option<&str>,
     reported_before: bool,
 ) -> Option<VCluster> {
@@ -150,7 +210,10 @@ pub fn describe(
                 .to_string(),
         ));
     }
-    let mut v = svc.to_vcluster(ns.project, None);
+    let mut v = svc.to_vcluster(ns.project, quota, None);
+    if let Some(why) = requested_problem(svc) {
+        invalid.get_or_insert(why);
+    }
     if let Err(e) = validate::vcluster("vcluster", &v) {
         sanitize(&mut v);
         invalid.get_or_insert_with(|| e.to_string());
@@ -161,9 +224,8 @@ pub fn describe(
         chosen = Some(exclusion(
             Kind::Invalid,
             format!(
-                "vclink cannot import this vCluster into Rancher: {why}. Fix the value (for a requested name, change \
-                 the annotation {}) or opt out with the annotation {}: \"true\".",
-                keys::ANNOTATION_CLUSTER_NAME,
+                "vclink cannot import this vCluster into Rancher: {why}. Fix or remove the value, or opt out with \
+                 the annotation {}: \"true\".",
                 keys::ANNOTATION_SKIP_IMPORT
             ),
         ));
@@ -175,8 +237,8 @@ pub fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::model::{NAME_KEYS, PREFIX_KEYS, requested};
     use std::collections::BTreeMap;
-    use vclink_proto::v1::Flavour;
 
     const UID: &str = "00000000-0000-0000-0000-000000000001";
     const SELECTED: NamespaceView<'static> = NamespaceView {
@@ -189,20 +251,21 @@ mod tests {
     };
 
     fn svc(annotations: &[(&str, &str)]) -> TrackedService {
+        let annotations: BTreeMap<String, String> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         TrackedService {
             uid: UID.into(),
             namespace: "team-a".into(),
             name: "vc1".into(),
-            headless: false,
-            skip_import: false,
             vcluster_label: true,
             marked: true,
-            flavour: Flavour::Unspecified,
             https_port: 443,
-            annotations: annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
+            requested_name: requested(&annotations, NAME_KEYS),
+            requested_prefix: requested(&annotations, PREFIX_KEYS),
+            annotations,
+            ..Default::default()
         }
     }
 
@@ -212,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_plain_vcluster_is_imported() {
-        let v = describe(&svc(&[]), SELECTED, None, false).expect("reported");
+        let v = describe(&svc(&[]), SELECTED, None, None, false).expect("reported");
         assert_eq!(kind(&v), None);
         assert_eq!(v.project_id, "c-m-abcd1234:p-xk2lm");
     }
@@ -221,14 +284,15 @@ mod tests {
     fn opt_outs_are_excluded_not_dropped() {
         let mut s = svc(&[]);
         s.skip_import = true;
-        let v = describe(&s, SELECTED, None, false).expect("still reported");
+        let v = describe(&s, SELECTED, None, None, false).expect("still reported");
         assert_eq!(kind(&v), Some(Kind::Excluded));
         assert!(v.exclusion.expect("x").reason.contains("skip-import"));
     }
 
     #[test]
     fn leaving_the_namespace_selector_excludes_only_what_vclink_reported() {
-        let v = describe(&svc(&[]), OUTSIDE, Some("team=a"), false).expect("marked: reported");
+        let v =
+            describe(&svc(&[]), OUTSIDE, None, Some("team=a"), false).expect("marked: reported");
         assert_eq!(kind(&v), Some(Kind::Excluded));
         let reason = v.exclusion.expect("x").reason;
         assert!(
@@ -237,15 +301,15 @@ mod tests {
         );
         let mut never = svc(&[]);
         never.marked = false;
-        assert_eq!(describe(&never, OUTSIDE, Some("team=a"), false), None);
-        assert!(describe(&never, OUTSIDE, Some("team=a"), true).is_some());
+        assert_eq!(describe(&never, OUTSIDE, None, Some("team=a"), false), None);
+        assert!(describe(&never, OUTSIDE, None, Some("team=a"), true).is_some());
     }
 
     #[test]
     fn a_removed_label_is_excluded() {
         let mut s = svc(&[]);
         s.vcluster_label = false;
-        let v = describe(&s, SELECTED, None, false).expect("reported");
+        let v = describe(&s, SELECTED, None, None, false).expect("reported");
         assert_eq!(kind(&v), Some(Kind::Excluded));
         assert!(
             v.exclusion
@@ -260,6 +324,7 @@ mod tests {
         let v = describe(
             &svc(&[("vclink.io/cluster-name", "Not_A_Label")]),
             SELECTED,
+            None,
             None,
             false,
         )
@@ -278,8 +343,14 @@ mod tests {
             "valid fields are kept"
         );
         assert_eq!(validate::vcluster("v", &v), Ok(()));
-        let bad_import =
-            describe(&svc(&[("vclink.io/import", "no")]), SELECTED, None, false).expect("reported");
+        let bad_import = describe(
+            &svc(&[("vclink.io/import", "no")]),
+            SELECTED,
+            None,
+            None,
+            false,
+        )
+        .expect("reported");
         assert_eq!(kind(&bad_import), Some(Kind::Invalid));
     }
 
@@ -290,13 +361,13 @@ mod tests {
             ("vclink.io/cluster-name", "Not_A_Label"),
         ]);
         s.skip_import = true;
-        let v = describe(&s, OUTSIDE, Some("x"), false).expect("reported");
+        let v = describe(&s, OUTSIDE, None, Some("x"), false).expect("reported");
         assert_eq!(kind(&v), Some(Kind::Unimport));
         assert_eq!(validate::vcluster("v", &v), Ok(()));
         let mut s = svc(&[("vclink.io/cluster-name", "Not_A_Label")]);
         s.skip_import = true;
         assert_eq!(
-            kind(&describe(&s, SELECTED, None, false).expect("reported")),
+            kind(&describe(&s, SELECTED, None, None, false).expect("reported")),
             Some(Kind::Excluded)
         );
     }
@@ -305,6 +376,52 @@ mod tests {
     fn headless_is_never_reported() {
         let mut s = svc(&[]);
         s.headless = true;
-        assert_eq!(describe(&s, SELECTED, None, true), None);
+        assert_eq!(describe(&s, SELECTED, None, None, true), None);
+    }
+
+    #[test]
+    fn a_bad_name_or_prefix_names_its_annotation() {
+        let cases = [
+            ("vclink.io/cluster-name", "Not_A_Label", "requested_name"),
+            (
+                "platform.vcluster.com/custom-name",
+                "-dash",
+                "requested_name",
+            ),
+            ("vclink.io/cluster-name-prefix", "Edge!", "requested_prefix"),
+            (
+                "platform.vcluster.com/custom-name-prefix",
+                &"p".repeat(41),
+                "longer than 40",
+            ),
+        ];
+        for (key, value, says) in cases {
+            let v = describe(&svc(&[(key, value)]), SELECTED, None, None, false).expect("reported");
+            assert_eq!(kind(&v), Some(Kind::Invalid), "{key}");
+            let reason = &v.exclusion.as_ref().expect("x").reason;
+            assert!(reason.contains(key) && reason.contains(says), "{reason}");
+            assert_eq!(validate::vcluster("v", &v), Ok(()), "blanked: {v:?}");
+            assert!(v.requested_name.is_empty() && v.requested_prefix.is_empty());
+        }
+        let ok = describe(
+            &svc(&[("vclink.io/cluster-name-prefix", &"p".repeat(40))]),
+            SELECTED,
+            None,
+            None,
+            false,
+        )
+        .expect("reported");
+        assert_eq!((kind(&ok), ok.requested_prefix.len()), (None, 40));
+    }
+
+    #[test]
+    fn the_quota_is_reported_with_the_vcluster() {
+        let q = Quota {
+            name: "vc-vc1".into(),
+            hard: [("limits.cpu".to_string(), "4".to_string())].into(),
+        };
+        let v = describe(&svc(&[]), SELECTED, Some(&q), None, false).expect("reported");
+        assert_eq!(v.quota, Some(q));
+        assert_eq!(kind(&v), None);
     }
 }

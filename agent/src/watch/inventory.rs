@@ -9,13 +9,20 @@
 //! while the other does not hold it is *vanished*: it stays reported exactly as last seen
 //! until one GET by name says what happened (see [`Inventory::confirmed`]). Nothing a
 //! watch reports as a delete becomes a `Remove` without that proof.
+//!
+//! ResourceQuotas come from one more watch, kept as [`QuotaFacts`] (name and `spec.hard`
+//! only, of the names a vCluster's quota can have). A quota event changes the catalog
+//! only when those facts changed, so the frequent `status.used` updates cost nothing; a
+//! change re-reports just that vCluster (the link's diff sends one Upsert). Services
+//! whose labels cannot be reported are logged once each (the only side effect here).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use vclink_proto::v1::{Exclusion, VCluster};
+use tracing::warn;
+use vclink_proto::v1::{Exclusion, Quota, VCluster};
 
 use super::exclusion::{NamespaceView, describe};
-use super::model::TrackedService;
+use super::model::{QuotaFacts, TrackedService};
 use super::selector::LabelSelector;
 
 /// Most Services reported that lost `app=vcluster` (the rest are left out, oldest
@@ -36,7 +43,7 @@ pub struct ServiceFacts {
 }
 
 /// What the agent currently reports, derived from the inventory.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     /// All watches listed everything once: a snapshot may be sent.
     pub ready: bool,
@@ -81,7 +88,7 @@ pub enum Confirmation {
     /// 404: the Service is gone.
     NotFound,
     /// A Service of that name exists (possibly another object with another UID).
-    Found(TrackedService),
+    Found(Box<TrackedService>),
 }
 
 type Key = (String, String);
@@ -113,6 +120,14 @@ pub struct Inventory {
     /// UIDs this process reported (so a namespace leaving the selector before the mark
     /// was written still excludes rather than drops).
     reported: HashSet<String>,
+    /// Candidate vCluster quotas by `namespace/name`.
+    quotas: HashMap<Key, QuotaFacts>,
+    quotas_buffer: Option<HashMap<Key, QuotaFacts>>,
+    /// The quota watch listed once, or failed once (an agent without the permission
+    /// still reports its vClusters, without quotas).
+    quotas_ready: bool,
+    /// UIDs whose refused labels were logged already.
+    labels_warned: HashSet<String>,
 }
 
 impl Inventory {
@@ -216,7 +231,7 @@ impl Inventory {
         }
         match found {
             Confirmation::Found(t) if t.uid == uid => {
-                self.pending.insert(uid.to_string(), t);
+                self.pending.insert(uid.to_string(), *t);
             }
             Confirmation::Found(_) | Confirmation::NotFound => {
                 self.pending.remove(uid);
@@ -281,10 +296,62 @@ impl Inventory {
         self.namespaces.remove(name);
     }
 
+    /// A relist of ResourceQuotas starts.
+    pub fn quotas_init(&mut self) {
+        self.quotas_buffer = Some(HashMap::new());
+    }
+
+    /// A quota seen during a relist.
+    pub fn quotas_init_apply(&mut self, q: QuotaFacts) {
+        self.quotas_buffer
+            .get_or_insert_with(HashMap::new)
+            .insert((q.namespace.clone(), q.name.clone()), q);
+    }
+
+    /// The quota relist is complete.
+    pub fn quotas_init_done(&mut self) {
+        self.quotas = self.quotas_buffer.take().unwrap_or_default();
+        self.quotas_ready = true;
+    }
+
+    /// The quota watch failed: the catalog need not wait for its list any longer.
+    pub fn quotas_failed(&mut self) -> bool {
+        !std::mem::replace(&mut self.quotas_ready, true)
+    }
+
+    /// A quota was added or changed; returns whether what is kept of it changed.
+    pub fn quota_applied(&mut self, q: QuotaFacts) -> bool {
+        let key = (q.namespace.clone(), q.name.clone());
+        if self.quotas.get(&key) == Some(&q) {
+            return false;
+        }
+        self.quotas.insert(key, q);
+        true
+    }
+
+    /// A quota was deleted; returns whether one was kept.
+    pub fn quota_deleted(&mut self, namespace: &str, name: &str) -> bool {
+        self.quotas
+            .remove(&(namespace.to_string(), name.to_string()))
+            .is_some()
+    }
+
+    /// The usable quota of `svc`'s vCluster, if any.
+    fn quota_of(&self, svc: &TrackedService) -> Option<&Quota> {
+        svc.quota_names().into_iter().find_map(|n| {
+            self.quotas
+                .get(&(svc.namespace.clone(), n))
+                .and_then(|f| f.quota.as_ref())
+        })
+    }
+
     /// Derives what to report now.
     pub fn catalog(&mut self) -> Catalog {
         let mut out = Catalog {
-            ready: self.labelled.ready && self.tracked.ready && self.namespaces_ready,
+            ready: self.labelled.ready
+                && self.tracked.ready
+                && self.namespaces_ready
+                && self.quotas_ready,
             ..Default::default()
         };
         let mut tracked: Vec<&TrackedService> = self.tracked.items.values().collect();
@@ -317,9 +384,21 @@ impl Inventory {
                 selected: ns.map_or(self.selector.is_none(), |n| n.selected),
                 project: ns.and_then(|n| n.project.as_deref()),
             };
-            let Some(v) = describe(svc, view, selector, self.reported.contains(&svc.uid)) else {
+            let quota = self.quota_of(svc);
+            let Some(v) = describe(svc, view, quota, selector, self.reported.contains(&svc.uid))
+            else {
                 continue;
             };
+            match &svc.labels_refused {
+                Some(why) if self.labels_warned.insert(svc.uid.clone()) => {
+                    warn!(namespace = %svc.namespace, name = %svc.name, reason = %why,
+                        "the vCluster is reported without its labels");
+                }
+                Some(_) => {}
+                None => {
+                    self.labels_warned.remove(&svc.uid);
+                }
+            }
             out.services.insert(
                 svc.uid.clone(),
                 ServiceFacts {
@@ -337,267 +416,13 @@ impl Inventory {
         let pending = &self.pending;
         self.reported
             .retain(|uid| out.vclusters.contains_key(uid) || pending.contains_key(uid));
+        self.labels_warned
+            .retain(|uid| out.vclusters.contains_key(uid));
         self.reported.extend(out.vclusters.keys().cloned());
         out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use vclink_proto::v1::Flavour;
-    use vclink_proto::v1::exclusion::Kind;
-
-    fn tracked(ns: &str, name: &str, uid: &str) -> TrackedService {
-        TrackedService {
-            uid: uid.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            headless: false,
-            skip_import: false,
-            vcluster_label: true,
-            marked: true,
-            flavour: Flavour::Unspecified,
-            https_port: 443,
-            annotations: BTreeMap::new(),
-        }
-    }
-
-    const U1: &str = "00000000-0000-0000-0000-000000000001";
-    const U2: &str = "00000000-0000-0000-0000-000000000002";
-
-    fn ready(inv: &mut Inventory) {
-        for f in [Feed::Labelled, Feed::Tracked] {
-            inv.services_init(f);
-            inv.services_init_done(f);
-        }
-        inv.namespaces_init();
-        inv.namespaces_init_done();
-    }
-
-    fn kind(c: &Catalog, uid: &str) -> Option<Kind> {
-        c.exclusion(uid).map(|x| x.kind())
-    }
-
-    fn selector(s: &str) -> Option<LabelSelector> {
-        Some(LabelSelector::parse(s).expect("selector"))
-    }
-
-    #[test]
-    fn not_ready_until_all_initial_lists_are_done() {
-        let mut inv = Inventory::new(None);
-        inv.services_init(Feed::Labelled);
-        inv.services_init_apply(Feed::Labelled, tracked("team-a", "vc1", U1));
-        inv.services_init_done(Feed::Labelled);
-        inv.namespaces_init();
-        inv.namespaces_init_apply(
-            "team-a".into(),
-            Some("c-m-abcd1234:p-xk2lm".into()),
-            &BTreeMap::new(),
-        );
-        inv.namespaces_init_done();
-        assert!(
-            !inv.catalog().ready,
-            "the tracked-label watch has not listed yet"
-        );
-        inv.services_init(Feed::Tracked);
-        inv.services_init_done(Feed::Tracked);
-        let c = inv.catalog();
-        assert!(c.ready);
-        assert_eq!(c.vclusters[U1].project_id, "c-m-abcd1234:p-xk2lm");
-    }
-
-    #[test]
-    fn namespace_project_change_updates_the_vcluster() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        assert_eq!(inv.catalog().vclusters[U1].project_id, "");
-        inv.namespace_applied(
-            "team-a".into(),
-            Some("c-m-abcd1234:p-xk2lm".into()),
-            &BTreeMap::new(),
-        );
-        assert_eq!(
-            inv.catalog().vclusters[U1].project_id,
-            "c-m-abcd1234:p-xk2lm"
-        );
-    }
-
-    #[test]
-    fn an_opt_out_is_excluded_not_removed() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        let mut skipped = tracked("team-a", "vc1", U1);
-        skipped.skip_import = true;
-        inv.service_applied(Feed::Labelled, skipped);
-        let c = inv.catalog();
-        assert_eq!(kind(&c, U1), Some(Kind::Excluded));
-        assert!(
-            c.services.contains_key(U1),
-            "the recorder can still write on it"
-        );
-    }
-
-    #[test]
-    fn a_watch_delete_is_a_removal_only_after_the_get_says_so() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        let before = inv.catalog();
-        let v = inv.service_deleted(Feed::Labelled, "team-a", "vc1");
-        assert_eq!(
-            v,
-            vec![Vanished {
-                uid: U1.into(),
-                namespace: "team-a".into(),
-                name: "vc1".into()
-            }]
-        );
-        assert_eq!(inv.catalog(), before, "unchanged until confirmed");
-        inv.confirmed(U1, Confirmation::NotFound);
-        assert!(inv.catalog().vclusters.is_empty());
-    }
-
-    #[test]
-    fn a_removed_label_keeps_the_vcluster_excluded_and_tracked() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        inv.catalog();
-        assert_eq!(
-            inv.service_deleted(Feed::Labelled, "team-a", "vc1").len(),
-            1
-        );
-        let mut relabelled = tracked("team-a", "vc1", U1);
-        relabelled.vcluster_label = false;
-        inv.confirmed(U1, Confirmation::Found(relabelled.clone()));
-        assert_eq!(kind(&inv.catalog(), U1), Some(Kind::Excluded));
-        // The tracked-label watch picks it up; the pending entry is resolved.
-        assert!(inv.service_applied(Feed::Tracked, relabelled).is_empty());
-        assert!(!inv.is_pending(U1));
-        assert_eq!(kind(&inv.catalog(), U1), Some(Kind::Excluded));
-        // Its later deletion is seen through that watch and confirmed the same way.
-        assert_eq!(inv.service_deleted(Feed::Tracked, "team-a", "vc1").len(), 1);
-        inv.confirmed(U1, Confirmation::NotFound);
-        assert!(inv.catalog().vclusters.is_empty());
-    }
-
-    #[test]
-    fn the_label_put_back_moves_between_feeds_without_a_get() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        let mut t = tracked("team-a", "vc1", U1);
-        t.vcluster_label = false;
-        inv.service_applied(Feed::Tracked, t);
-        inv.catalog();
-        // Labelled watch delivers first, then the tracked one drops it.
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        assert!(
-            inv.service_deleted(Feed::Tracked, "team-a", "vc1")
-                .is_empty()
-        );
-        assert_eq!(kind(&inv.catalog(), U1), None);
-    }
-
-    #[test]
-    fn a_new_uid_under_the_same_name_is_proof_of_deletion() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        inv.catalog();
-        inv.service_deleted(Feed::Labelled, "team-a", "vc1");
-        inv.confirmed(U1, Confirmation::Found(tracked("team-a", "vc1", U2)));
-        assert!(inv.catalog().vclusters.is_empty());
-        // Replaced in place (delete event missed): the old UID vanishes too.
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        inv.catalog();
-        let v = inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U2));
-        assert_eq!(v.len(), 1);
-        assert_eq!(v[0].uid, U1);
-        let c = inv.catalog();
-        assert_eq!(c.vclusters.len(), 2, "U1 still reported until confirmed");
-        inv.confirmed(U1, Confirmation::NotFound);
-        assert_eq!(inv.catalog().vclusters.keys().collect::<Vec<_>>(), vec![U2]);
-    }
-
-    #[test]
-    fn relist_drops_need_confirmation_too() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
-        inv.catalog();
-        inv.services_init(Feed::Labelled);
-        inv.services_init_apply(Feed::Labelled, tracked("team-b", "vc2", U2));
-        let v = inv.services_init_done(Feed::Labelled);
-        assert_eq!(
-            v.iter().map(|v| v.uid.as_str()).collect::<Vec<_>>(),
-            vec![U1]
-        );
-        assert_eq!(inv.catalog().vclusters.len(), 2);
-        inv.confirmed(U1, Confirmation::NotFound);
-        assert_eq!(inv.catalog().vclusters.keys().collect::<Vec<_>>(), vec![U2]);
-    }
-
-    #[test]
-    fn services_never_reported_vanish_without_a_get() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        let mut headless = tracked("team-a", "vc1-headless", U2);
-        headless.headless = true;
-        inv.service_applied(Feed::Labelled, headless);
-        inv.catalog();
-        assert!(
-            inv.service_deleted(Feed::Labelled, "team-a", "vc1-headless")
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn invalid_vclusters_are_reported_invalid_with_a_reason() {
-        let mut inv = Inventory::new(None);
-        ready(&mut inv);
-        let mut t = tracked("team-a", "vc1", U1);
-        t.annotations
-            .insert("vclink.io/cluster-name".into(), "Not_A_Label".into());
-        inv.service_applied(Feed::Labelled, t);
-        let c = inv.catalog();
-        assert_eq!(kind(&c, U1), Some(Kind::Invalid));
-        let reason = &c.exclusion(U1).expect("x").reason;
-        assert!(reason.contains("requested_name"), "{reason}");
-    }
-
-    #[test]
-    fn leaving_the_namespace_selector_excludes_what_was_reported() {
-        let team = BTreeMap::from([("team".to_string(), "a".to_string())]);
-        let mut inv = Inventory::new(selector("team=a"));
-        ready(&mut inv);
-        let mut fresh = tracked("team-a", "vc1", U1);
-        fresh.marked = false;
-        inv.service_applied(Feed::Labelled, fresh);
-        let mut other = tracked("team-b", "vc2", U2);
-        other.marked = false;
-        inv.service_applied(Feed::Labelled, other);
-        assert!(
-            inv.catalog().vclusters.is_empty(),
-            "namespaces not seen yet"
-        );
-        inv.namespace_applied("team-a".into(), None, &team);
-        inv.namespace_applied("team-b".into(), None, &BTreeMap::new());
-        let c = inv.catalog();
-        assert_eq!(c.vclusters.keys().collect::<Vec<_>>(), vec![U1]);
-        assert!(c.unmarked.contains(U1), "the recorder marks it");
-        inv.namespace_applied("team-a".into(), None, &BTreeMap::new());
-        let c = inv.catalog();
-        assert_eq!(
-            kind(&c, U1),
-            Some(Kind::Excluded),
-            "reported before: excluded"
-        );
-        assert!(
-            !c.vclusters.contains_key(U2),
-            "never selected: never reported"
-        );
-    }
-}
+#[path = "inventory_tests.rs"]
+mod tests;

@@ -1,6 +1,9 @@
 //! The agent's shared watches: Services labelled `app=vcluster` in all namespaces,
-//! Services carrying the agent's own mark but no longer `app=vcluster`, and Namespaces
-//! (metadata only, unfiltered: `--namespace-selector` is evaluated in memory). Each event
+//! Services carrying the agent's own mark but no longer `app=vcluster`, Namespaces
+//! (metadata only, unfiltered: `--namespace-selector` is evaluated in memory) and
+//! ResourceQuotas (one cluster-wide watch for all vClusters, as the Service watches are
+//! cluster-wide; only the name and `spec.hard` of quotas named like a vCluster's are
+//! kept). Each event
 //! is folded into an [`Inventory`] holding only the few fields vclink reads (rather than
 //! a reflector store of full objects, which would keep every Service's managedFields and
 //! spec in memory), and the derived [`Catalog`] is published on a `tokio::sync::watch`
@@ -45,7 +48,7 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -57,7 +60,7 @@ use vclink_proto::keys;
 
 pub use inventory::Catalog;
 pub(crate) use inventory::{Confirmation, Feed, Inventory, ServiceFacts, Vanished};
-pub(crate) use model::TrackedService;
+pub(crate) use model::{QuotaFacts, TrackedService};
 pub(crate) use selector::LabelSelector;
 
 /// Receiver side of the published catalog.
@@ -97,7 +100,7 @@ async fn confirm(client: Client, v: Vanished, delay: Duration) -> Confirmed {
     let api: Api<Service> = Api::namespaced(client, &v.namespace);
     let r = api.get_opt(&v.name).await.map(|found| {
         match found.as_ref().and_then(TrackedService::from_service) {
-            Some(t) => Confirmation::Found(t),
+            Some(t) => Confirmation::Found(Box::new(t)),
             None => Confirmation::NotFound,
         }
     });
@@ -129,6 +132,13 @@ pub(crate) async fn run(
         .map_err(|e| crate::error_line(&e))
         .boxed();
 
+    // Cluster-wide like the Service watches; each object is reduced to QuotaFacts at once.
+    let quotas: Api<ResourceQuota> = Api::all(client.clone());
+    let mut quota_stream = watcher::watcher(quotas, watcher::Config::default())
+        .default_backoff()
+        .map_err(|e| crate::error_line(&e))
+        .boxed();
+
     let mut inv = Inventory::new(selector);
     let mut waiting: VecDeque<(Vanished, Duration)> = VecDeque::new();
     let mut in_flight = FuturesUnordered::new();
@@ -155,6 +165,14 @@ pub(crate) async fn run(
                 None => return,
                 Some(Err(e)) => { warn!(error = %e, "watching Namespaces failed; retrying with backoff"); false }
                 Some(Ok(ev)) => apply_namespace_event(&mut inv, ev),
+            },
+            ev = quota_stream.next() => match ev {
+                None => return,
+                Some(Err(e)) => {
+                    warn!(error = %e, "watching ResourceQuotas failed; vClusters are reported without their quotas until it works, retrying with backoff");
+                    inv.quotas_failed()
+                }
+                Some(Ok(ev)) => apply_quota_event(&mut inv, ev),
             },
             Some((v, delay, r)) = in_flight.next(), if !in_flight.is_empty() => match r {
                 Ok(found) => {
@@ -270,5 +288,45 @@ fn apply_namespace_event<K: ResourceExt>(inv: &mut Inventory, ev: Event<K>) -> b
             inv.namespace_deleted(&n.name_any());
             true
         }
+    }
+}
+
+/// Folds one ResourceQuota event in; returns whether the catalog may have changed (not
+/// for a quota whose name and `spec.hard` stayed the same: its status changes often).
+/// A quota that cannot be reported is logged when it changes, not at every status update.
+fn apply_quota_event(inv: &mut Inventory, ev: Event<ResourceQuota>) -> bool {
+    let refused = |f: &QuotaFacts| {
+        if let Some(why) = &f.refused {
+            warn!(namespace = %f.namespace, name = %f.name, reason = %why,
+                "a vCluster's ResourceQuota cannot be reported; its vCluster is reported without it");
+        }
+    };
+    match ev {
+        Event::Init => {
+            inv.quotas_init();
+            false
+        }
+        Event::InitApply(q) => {
+            if let Some(f) = QuotaFacts::from_quota(&q) {
+                refused(&f);
+                inv.quotas_init_apply(f);
+            }
+            false
+        }
+        Event::InitDone => {
+            inv.quotas_init_done();
+            true
+        }
+        Event::Apply(q) => {
+            let Some(f) = QuotaFacts::from_quota(&q) else {
+                return false;
+            };
+            let changed = inv.quota_applied(f.clone());
+            if changed {
+                refused(&f);
+            }
+            changed
+        }
+        Event::Delete(q) => inv.quota_deleted(&q.namespace().unwrap_or_default(), &q.name_any()),
     }
 }

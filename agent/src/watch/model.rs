@@ -2,12 +2,18 @@
 //! [`TrackedService`] per vCluster Service (only the fields vclink reads, so 500 Services
 //! cost a few hundred KiB, not the full objects) and the wire [`VCluster`] built from it,
 //! its namespace's project and its exclusion (see [`super::exclusion`]).
+//!
+//! Besides vclink's own annotations a Service contributes its labels (sent as they are:
+//! the hub applies the label-sync policy), the requested name or name prefix (vclink's
+//! annotation, else the Go operator's `platform.vcluster.com/` spelling, so a migrated
+//! Service keeps its name) and the chart version from its `chart` label.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ResourceQuota, Service};
 use vclink_proto::keys;
-use vclink_proto::v1::{Exclusion, Flavour, VCluster};
+use vclink_proto::v1::{Exclusion, Flavour, Quota, VCluster};
+use vclink_proto::validate::{MAX_LABELS, is_label_key, is_label_value};
 
 /// Namespace annotation that puts a namespace into a Rancher project.
 pub const ANNOTATION_PROJECT_ID: &str = "field.cattle.io/projectId";
@@ -16,8 +22,18 @@ pub const LABEL_VCLUSTER_SERVICE: &str = "vcluster.loft.sh/service";
 /// Label or annotation prefix vclink itself owns (recorded state lives there).
 const VCLINK_PREFIX: &str = "vclink.io/";
 
-/// What the agent remembers about one `app=vcluster` Service.
+/// A value the user asked for in an annotation, with the annotation it came from (so a
+/// refusal can name it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    /// The annotation key the value was read from.
+    pub annotation: &'static str,
+    /// The value, trimmed.
+    pub value: String,
+}
+
+/// What the agent remembers about one `app=vcluster` Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackedService {
     /// Service UID: the vCluster's identity.
     pub uid: String,
@@ -41,6 +57,71 @@ pub struct TrackedService {
     pub https_port: i32,
     /// All `vclink.io/` annotations: the state the agent recorded and user overrides.
     pub annotations: BTreeMap<String, String>,
+    /// The Service's labels, reported as they are; empty when they cannot be reported
+    /// (see `labels_refused`).
+    pub labels: BTreeMap<String, String>,
+    /// Why the labels are not reported (more than [`MAX_LABELS`], or one that is not a
+    /// valid label: the API server allows neither, but the agent does not rely on it).
+    pub labels_refused: Option<String>,
+    /// Requested Rancher cluster name ([`keys::ANNOTATION_CLUSTER_NAME`], else
+    /// [`keys::ANNOTATION_PLATFORM_CUSTOM_NAME`]), unchecked.
+    pub requested_name: Option<Requested>,
+    /// Requested name prefix ([`keys::ANNOTATION_CLUSTER_NAME_PREFIX`], else
+    /// [`keys::ANNOTATION_PLATFORM_CUSTOM_NAME_PREFIX`]), unchecked.
+    pub requested_prefix: Option<Requested>,
+    /// Chart version from the `chart` label (`vcluster-0.21.1` → `0.21.1`), or empty.
+    pub version: String,
+}
+
+/// Where a requested name is read from, in order.
+pub(crate) const NAME_KEYS: [&str; 2] = [
+    keys::ANNOTATION_CLUSTER_NAME,
+    keys::ANNOTATION_PLATFORM_CUSTOM_NAME,
+];
+/// Where a requested name prefix is read from, in order.
+pub(crate) const PREFIX_KEYS: [&str; 2] = [
+    keys::ANNOTATION_CLUSTER_NAME_PREFIX,
+    keys::ANNOTATION_PLATFORM_CUSTOM_NAME_PREFIX,
+];
+
+/// The first non-empty of `keys` in `annotations`, with the key it was found under.
+pub(crate) fn requested(
+    annotations: &BTreeMap<String, String>,
+    keys: [&'static str; 2],
+) -> Option<Requested> {
+    keys.into_iter().find_map(|k| {
+        let v = annotations.get(k)?.trim();
+        (!v.is_empty()).then(|| Requested {
+            annotation: k,
+            value: v.to_string(),
+        })
+    })
+}
+
+/// The Service's labels as reported, or why none are.
+fn reported_labels(
+    labels: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Option<String>) {
+    if labels.len() > MAX_LABELS {
+        let why = format!(
+            "the Service has {} labels, more than the {MAX_LABELS} vclink reports; none of them reach Rancher",
+            labels.len()
+        );
+        return (BTreeMap::new(), Some(why));
+    }
+    match labels
+        .iter()
+        .find(|(k, v)| !is_label_key(k) || !is_label_value(v))
+    {
+        Some((k, _)) => {
+            let key: String = k.chars().take(63).collect();
+            let why = format!(
+                "the Service label {key:?} is not a valid label; none of the labels reach Rancher"
+            );
+            (BTreeMap::new(), Some(why))
+        }
+        None => (labels.clone(), None),
+    }
 }
 
 impl TrackedService {
@@ -81,6 +162,14 @@ impl TrackedService {
             is_true(keys::ANNOTATION_SKIP_IMPORT) || is_true(keys::ANNOTATION_LOFT_SKIP_IMPORT);
         let vcluster_label = labels.get("app").is_some_and(|v| v == "vcluster");
         let marked = labels.get(keys::LABEL_TRACKED) == Some(&uid);
+        let (reported, labels_refused) = reported_labels(labels);
+        let requested_name = requested(all_annotations, NAME_KEYS);
+        let requested_prefix = requested(all_annotations, PREFIX_KEYS);
+        let version = labels
+            .get("chart")
+            .or_else(|| labels.get("helm.sh/chart"))
+            .map(|c| chart_version(c))
+            .unwrap_or_default();
         Some(Self {
             uid,
             namespace,
@@ -92,7 +181,24 @@ impl TrackedService {
             flavour: flavour(labels),
             https_port,
             annotations,
+            labels: reported,
+            labels_refused,
+            requested_name,
+            requested_prefix,
+            version: version.to_string(),
         })
+    }
+
+    /// Names of this vCluster's ResourceQuota, most likely first: `vc-<name>` from
+    /// v0.20, `<name>-quota` before; both when the layout is unknown.
+    pub fn quota_names(&self) -> Vec<String> {
+        let new = format!("vc-{}", self.name);
+        let old = format!("{}-quota", self.name);
+        match self.flavour {
+            Flavour::V020 => vec![new],
+            Flavour::V019 => vec![old],
+            Flavour::Unspecified => vec![new, old],
+        }
     }
 
     /// True when this Service is no vCluster at all (the `<name>-headless` companion).
@@ -102,7 +208,12 @@ impl TrackedService {
 
     /// The wire description of this vCluster, given its namespace's project annotation
     /// (unchecked: [`super::exclusion::describe`] validates and excludes).
-    pub fn to_vcluster(&self, project_id: Option<&str>, exclusion: Option<Exclusion>) -> VCluster {
+    pub fn to_vcluster(
+        &self,
+        project_id: Option<&str>,
+        quota: Option<&Quota>,
+        exclusion: Option<Exclusion>,
+    ) -> VCluster {
         let ann = |k: &str| {
             self.annotations
                 .get(k)
@@ -115,11 +226,78 @@ impl TrackedService {
             name: self.name.clone(),
             project_id: project_id.map(|p| p.trim().to_string()).unwrap_or_default(),
             flavour: self.flavour as i32,
-            requested_name: ann(keys::ANNOTATION_CLUSTER_NAME),
+            requested_name: self
+                .requested_name
+                .as_ref()
+                .map(|r| r.value.clone())
+                .unwrap_or_default(),
             recorded_cluster_id: ann(keys::ANNOTATION_RANCHER_CLUSTER),
             rancher_cluster_deleted: !ann(keys::ANNOTATION_RANCHER_DELETED).is_empty(),
             exclusion,
+            requested_prefix: self
+                .requested_prefix
+                .as_ref()
+                .map(|r| r.value.clone())
+                .unwrap_or_default(),
+            labels: self.labels.clone(),
+            quota: quota.cloned(),
+            vcluster_version: self.version.clone(),
         }
+    }
+}
+
+/// What the agent keeps of a ResourceQuota that may be a vCluster's (`vc-<name>` or
+/// `<name>-quota`): its name and `spec.hard`, never its status, which changes with
+/// every pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaFacts {
+    /// Namespace of the quota.
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// What is reported; `None` when it cannot be (see `refused`).
+    pub quota: Option<Quota>,
+    /// Why it is not reported (more entries than the contract allows, or one that is
+    /// not a resource name and quantity).
+    pub refused: Option<String>,
+}
+
+impl QuotaFacts {
+    /// The facts of `rq`; `None` for a quota whose name no vCluster's can have.
+    pub fn from_quota(rq: &ResourceQuota) -> Option<Self> {
+        let namespace = rq.metadata.namespace.clone()?;
+        let name = rq.metadata.name.clone()?;
+        if !(name.starts_with("vc-") || name.ends_with("-quota")) {
+            return None;
+        }
+        let hard: BTreeMap<String, String> = rq
+            .spec
+            .as_ref()
+            .and_then(|s| s.hard.as_ref())
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+            .unwrap_or_default();
+        let quota = Quota {
+            name: name.clone(),
+            hard,
+        };
+        // The contract's own rules, on a probe that has nothing but the quota.
+        let probe = VCluster {
+            uid: "00000000-0000-0000-0000-000000000000".into(),
+            namespace: "n".into(),
+            name: "n".into(),
+            quota: Some(quota.clone()),
+            ..Default::default()
+        };
+        let (quota, refused) = match vclink_proto::validate::vcluster("vcluster", &probe) {
+            Ok(()) => (Some(quota), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Some(Self {
+            namespace,
+            name,
+            quota,
+            refused,
+        })
     }
 }
 
@@ -133,15 +311,31 @@ pub fn flavour(labels: &BTreeMap<String, String>) -> Flavour {
         return Flavour::V020;
     }
     let chart = labels.get("helm.sh/chart").or_else(|| labels.get("chart"));
-    match chart
-        .and_then(|c| c.strip_prefix("vcluster-"))
-        .and_then(parse_minor)
-    {
+    match chart.map(|c| chart_version(c)).and_then(parse_minor) {
         Some((0, minor)) if minor >= 20 => Flavour::V020,
         Some((0, _)) => Flavour::V019,
         Some((_, _)) => Flavour::V020,
         None => Flavour::Unspecified,
     }
+}
+
+/// The version part of a Helm `chart` label: what follows the first `-` that starts a
+/// `<major>.<minor>.<patch>` version (`vcluster-0.21.1` → `0.21.1`, `vcluster-k8s-0.19.5`
+/// → `0.19.5`, `vcluster-0.20.0-beta.1` → `0.20.0-beta.1`); empty when there is none.
+pub fn chart_version(chart: &str) -> &str {
+    let is_semver = |v: &str| {
+        let core = v.split(['-', '_', '+']).next().unwrap_or_default();
+        let parts: Vec<&str> = core.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    chart
+        .match_indices('-')
+        .map(|(i, _)| &chart[i + 1..])
+        .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()) && is_semver(rest))
+        .unwrap_or_default()
 }
 
 /// `"0.19.5"` → `(0, 19)`; tolerates a leading `v` and suffixes like `-rc.1`.
@@ -155,153 +349,5 @@ fn parse_minor(version: &str) -> Option<(u32, u32)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    const UID: &str = "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d";
-
-    fn svc(
-        labels: &[(&str, &str)],
-        annotations: &[(&str, &str)],
-        cluster_ip: Option<&str>,
-    ) -> Service {
-        let map = |kv: &[(&str, &str)]| {
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        Service {
-            metadata: ObjectMeta {
-                name: Some("vc1".into()),
-                namespace: Some("team-a".into()),
-                uid: Some(UID.into()),
-                labels: Some(map(labels)),
-                annotations: Some(map(annotations)),
-                ..Default::default()
-            },
-            spec: Some(ServiceSpec {
-                cluster_ip: cluster_ip.map(String::from),
-                ports: Some(vec![
-                    ServicePort {
-                        name: Some("kubelet".into()),
-                        port: 10250,
-                        ..Default::default()
-                    },
-                    ServicePort {
-                        name: Some("https".into()),
-                        port: 443,
-                        ..Default::default()
-                    },
-                ]),
-                ..Default::default()
-            }),
-            status: None,
-        }
-    }
-
-    #[test]
-    fn builds_a_vcluster_with_project_and_overrides() {
-        let s = svc(
-            &[("app", "vcluster"), ("vcluster.loft.sh/service", "true")],
-            &[
-                ("vclink.io/cluster-name", "my-vc"),
-                ("vclink.io/rancher-cluster-id", "c-m-xyz12345"),
-                ("unrelated/annotation", "big value"),
-            ],
-            Some("10.96.0.10"),
-        );
-        let t = TrackedService::from_service(&s).expect("tracked");
-        assert!(!t.is_skipped());
-        assert_eq!(t.https_port, 443);
-        assert!(
-            !t.annotations.contains_key("unrelated/annotation"),
-            "only vclink.io/ annotations are kept"
-        );
-        let v = t.to_vcluster(Some("c-m-abcd1234:p-xk2lm"), None);
-        assert_eq!(v.uid, UID);
-        assert_eq!((v.namespace.as_str(), v.name.as_str()), ("team-a", "vc1"));
-        assert_eq!(v.project_id, "c-m-abcd1234:p-xk2lm");
-        assert_eq!(v.flavour, Flavour::V020 as i32);
-        assert_eq!(v.requested_name, "my-vc");
-        assert_eq!(v.recorded_cluster_id, "c-m-xyz12345");
-        assert!(!v.rancher_cluster_deleted);
-        assert_eq!(vclink_proto::validate::vcluster("v", &v), Ok(()));
-    }
-
-    #[test]
-    fn namespace_without_project_gives_empty_project_id() {
-        let t = TrackedService::from_service(&svc(&[("app", "vcluster")], &[], Some("10.0.0.1")))
-            .expect("tracked");
-        assert_eq!(t.to_vcluster(None, None).project_id, "");
-    }
-
-    #[test]
-    fn headless_services_are_skipped_and_opt_outs_are_read() {
-        let headless =
-            TrackedService::from_service(&svc(&[("app", "vcluster")], &[], Some("None")))
-                .expect("tracked");
-        assert!(headless.is_skipped());
-        for key in ["vclink.io/skip-import", "loft.sh/vcluster-skip-import"] {
-            let opted_out = TrackedService::from_service(&svc(
-                &[("app", "vcluster")],
-                &[(key, "True")],
-                Some("10.0.0.1"),
-            ))
-            .expect("tracked");
-            assert!(!opted_out.is_skipped(), "an opt-out is still a vCluster");
-            assert!(opted_out.skip_import, "{key}");
-        }
-        let not_opted_out = TrackedService::from_service(&svc(
-            &[("app", "vcluster")],
-            &[("vclink.io/skip-import", "false")],
-            Some("10.0.0.1"),
-        ))
-        .expect("tracked");
-        assert!(!not_opted_out.skip_import);
-        assert!(not_opted_out.vcluster_label && !not_opted_out.marked);
-    }
-
-    #[test]
-    fn the_mark_counts_only_with_this_services_uid() {
-        let own = TrackedService::from_service(&svc(
-            &[("vclink.io/tracked", UID)],
-            &[],
-            Some("10.0.0.1"),
-        ))
-        .expect("tracked");
-        assert!(own.marked && !own.vcluster_label);
-        let copied = TrackedService::from_service(&svc(
-            &[("vclink.io/tracked", "0b6f7c52-8a8e-4c3f-9d51-000000000000")],
-            &[],
-            Some("10.0.0.1"),
-        ))
-        .expect("tracked");
-        assert!(!copied.marked);
-    }
-
-    #[test]
-    fn deleted_marker_is_reported() {
-        let t = TrackedService::from_service(&svc(
-            &[("app", "vcluster")],
-            &[("vclink.io/rancher-cluster-deleted", "2024-01-01T00:00:00Z")],
-            Some("10.0.0.1"),
-        ))
-        .expect("tracked");
-        assert!(t.to_vcluster(None, None).rancher_cluster_deleted);
-    }
-
-    #[test]
-    fn flavour_from_chart_labels() {
-        let l = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
-        assert_eq!(flavour(&l("chart", "vcluster-0.19.5")), Flavour::V019);
-        assert_eq!(
-            flavour(&l("helm.sh/chart", "vcluster-0.20.0-beta.1")),
-            Flavour::V020
-        );
-        assert_eq!(flavour(&l("chart", "vcluster-0.21.1")), Flavour::V020);
-        assert_eq!(flavour(&l("chart", "something-else")), Flavour::Unspecified);
-        assert_eq!(flavour(&BTreeMap::new()), Flavour::Unspecified);
-    }
-}
+#[path = "model_tests.rs"]
+mod tests;

@@ -409,6 +409,14 @@ fn agent_has_its_projected_identity_and_no_secret_reads() {
         grants(cr, "", "services")[0].0,
         BTreeSet::from(["get".into(), "list".into(), "watch".into(), "patch".into()])
     );
+    assert_eq!(
+        grants(cr, "", "resourcequotas")
+            .into_iter()
+            .map(|(verbs, _)| verbs)
+            .collect::<Vec<_>>(),
+        vec![BTreeSet::from(["list".into(), "watch".into()])],
+        "the agent only reads ResourceQuotas"
+    );
     let custom = rendered("agent-custom-registry");
     assert!(
         grants(find(&custom, "ClusterRole", "vclink-agent"), "", "pods").is_empty(),
