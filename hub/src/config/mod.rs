@@ -317,6 +317,22 @@ pub struct Args {
     #[arg(long, env = "VCLINK_MAX_TLS_HANDSHAKES", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_tls_handshakes: u32,
 
+    /// Most TLS handshakes in progress at once from one client IP (of
+    /// --max-tls-handshakes); connections beyond are closed before TLS.
+    #[arg(long, env = "VCLINK_MAX_TLS_HANDSHAKES_PER_PEER", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_tls_handshakes_per_peer: u32,
+
+    /// Most unauthenticated agent streams open at once from one client IP (of
+    /// --max-unauthenticated-streams); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VCLINK_MAX_UNAUTHENTICATED_STREAMS_PER_PEER", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_unauthenticated_streams_per_peer: u32,
+
+    /// Share of --max-tls-handshakes and --max-unauthenticated-streams kept for client
+    /// IPs from which an agent authenticated within the last hour, so genuine agents
+    /// reconnect while unknown sources hold the rest (0 to 0.9).
+    #[arg(long, env = "VCLINK_EDGE_RESERVED_SHARE", default_value_t = 0.25, value_parser = parse_share)]
+    pub edge_reserved_share: f64,
+
     /// Longest a TLS handshake may take.
     #[arg(long, env = "VCLINK_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,

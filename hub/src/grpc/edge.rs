@@ -5,8 +5,11 @@
 //! |---|---|---|
 //! | connections open | 8,192 | ~4× the largest tested fleet (2,000 agents); each costs ~50 KiB |
 //! | TLS handshakes in progress | 128, 5 s each | a handshake is ~1 ms of CPU; 128 keeps a flood's handshakes from starving the runtime |
+//! | … of them per client IP | 32 | one source cannot take the budget; a NAT'd fleet's handshakes take milliseconds each |
 //! | streams per connection | 4 | an agent uses one; a few for a reconnect overlapping the old stream |
 //! | streams not yet authenticated | 256 | each may hold one Hello and a TokenReview; ≥ the TokenReview burst so genuine reconnect waves fit |
+//! | … of them per client IP | 64 | a quarter: at least four sources are needed to fill it |
+//! | reserved for IPs with an agent verified in the last hour | 25% of both | genuine agents reconnect while unknown sources hold the rest |
 //! | first message (Hello) | 8 KiB | the largest valid Hello is ~2.6 KiB; larger is refused from its 5-byte gRPC header, before buffering |
 //! | failed pre-auth streams per connection | 3 | then the connection is closed, not just the stream |
 //! | HTTP/2 stream window | 64 KiB | what one stream may buffer unread; connection window 256 KiB |
@@ -14,8 +17,10 @@
 //!
 //! So an unauthenticated client costs at most one stream slot, 64 KiB of buffered data
 //! and a few KiB of Hello, for at most the Hello timeout, and after three failures its
-//! connection. Over a limit the answer is a gRPC status with a retry hint
-//! (`RESOURCE_EXHAUSTED`), or a closed connection at accept time.
+//! connection; one client IP at most its per-IP share of each budget ([`super::gate`]).
+//! Over a limit the answer is a gRPC status with a retry hint (`RESOURCE_EXHAUSTED`), or
+//! a closed connection at accept time (before TLS); both are counted by reason in
+//! `vclink_hub_rejections_total`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,6 +37,7 @@ use tonic::server::NamedService;
 
 use vclink_proto::v1::link_server::{Link, LinkServer};
 
+use super::gate::{GateLimits, PeerGate, RecentPeers};
 use super::tls::AcceptLimits;
 
 /// HTTP/2 per-stream receive window.
@@ -58,6 +64,15 @@ pub struct EdgeSettings {
     pub hello_max_bytes: usize,
     /// Failed pre-auth streams after which a connection is closed.
     pub preauth_failures_per_connection: u32,
+    /// TLS handshakes in progress one client IP may hold.
+    pub max_handshakes_per_peer: usize,
+    /// Unauthenticated streams one client IP may hold.
+    pub max_unauthenticated_streams_per_peer: usize,
+    /// Share of both budgets kept for client IPs with a recently verified agent.
+    pub reserved_share: f64,
+    /// Those IPs (shared by the clones of these settings: fed by the service at
+    /// Welcome, read by the accept loop and the service).
+    pub recent_peers: std::sync::Arc<RecentPeers>,
 }
 
 impl Default for EdgeSettings {
@@ -68,6 +83,10 @@ impl Default for EdgeSettings {
             max_unauthenticated_streams: 256,
             hello_max_bytes: 8 * 1024,
             preauth_failures_per_connection: 3,
+            max_handshakes_per_peer: 32,
+            max_unauthenticated_streams_per_peer: 64,
+            reserved_share: 0.25,
+            recent_peers: Default::default(),
         }
     }
 }
@@ -85,7 +104,36 @@ impl EdgeSettings {
             max_unauthenticated_streams: args.max_unauthenticated_streams as usize,
             hello_max_bytes: args.hello_max_bytes as usize,
             preauth_failures_per_connection: args.preauth_failures_per_connection,
+            max_handshakes_per_peer: args.max_tls_handshakes_per_peer as usize,
+            max_unauthenticated_streams_per_peer: args.max_unauthenticated_streams_per_peer
+                as usize,
+            reserved_share: args.edge_reserved_share,
+            recent_peers: Default::default(),
         }
+    }
+
+    /// The gate of TLS handshakes in progress.
+    pub fn handshake_gate(&self) -> std::sync::Arc<PeerGate> {
+        PeerGate::new(
+            GateLimits {
+                total: self.accept.max_handshakes,
+                per_peer: self.max_handshakes_per_peer,
+                reserved_share: self.reserved_share,
+            },
+            self.recent_peers.clone(),
+        )
+    }
+
+    /// The gate of streams not yet authenticated.
+    pub fn preauth_gate(&self) -> std::sync::Arc<PeerGate> {
+        PeerGate::new(
+            GateLimits {
+                total: self.max_unauthenticated_streams,
+                per_peer: self.max_unauthenticated_streams_per_peer,
+                reserved_share: self.reserved_share,
+            },
+            self.recent_peers.clone(),
+        )
     }
 }
 
@@ -100,8 +148,14 @@ pub async fn serve<L: Link>(
     settings: &EdgeSettings,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming =
-        super::tls::incoming_with(listener, tls, settings.accept.clone(), shutdown.clone());
+    let incoming = super::tls::incoming_gated(
+        listener,
+        tls,
+        settings.accept.clone(),
+        settings.handshake_gate(),
+        None,
+        shutdown.clone(),
+    );
     server(settings)
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

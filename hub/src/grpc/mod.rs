@@ -10,11 +10,14 @@
 //! - [`forward`]: a standby replica's byte-for-byte forwarding to the leader (no loops).
 //! - [`edge`]: the server around the service and every bound on a client that is not
 //!   yet authenticated (connections, handshakes, streams, Hello size, HTTP/2 windows).
+//! - [`gate`]: fair shares of the handshake and unauthenticated-stream budgets by
+//!   client IP (per-IP caps, a reserve for IPs with recently verified agents).
 //! - [`health`]: `grpc.health.v1` for probes (also on a plaintext `--health-listen`).
 
 pub(crate) mod certreload;
 pub mod edge;
 pub mod forward;
+pub mod gate;
 pub(crate) mod health;
 pub(crate) mod reverify;
 pub mod service;

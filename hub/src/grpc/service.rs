@@ -10,8 +10,9 @@
 //! stream also has a message-rate token bucket (RESOURCE_EXHAUSTED beyond it) on top of the
 //! message size limit (RESOURCE_EXHAUSTED) and decoding (INVALID_ARGUMENT).
 //!
-//! Before authentication a stream holds one of `max_unauthenticated_streams` permits
-//! (none left: RESOURCE_EXHAUSTED "retry in 5s", no task spawned), released at Welcome
+//! Before authentication a stream holds one of `max_unauthenticated_streams` permits,
+//! shared fairly by client IP ([`super::gate`]; none left for it: RESOURCE_EXHAUSTED
+//! "retry in 5s", no task spawned), released at Welcome
 //! or when the stream ends; its first message is limited to `hello_max_bytes`
 //! ([`super::edge`]). A stream that ends before Welcome counts against its connection;
 //! after `preauth_failures_per_connection` the connection is closed
@@ -22,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -33,6 +34,7 @@ use vclink_proto::v1::{AgentMessage, Hello, HubMessage, Welcome, agent_message::
 use vclink_proto::{PROTOCOL_VERSION, Secret, limits, validate};
 
 use super::edge::{EdgeSettings, FirstMessageLimited};
+use super::gate::{GatePermit, PeerGate, RecentPeers, Refusal};
 use super::reverify::{Credential, reverify};
 use super::tls::{ConnGuard, EdgeConnInfo};
 use crate::core::session::{RETRY_HINT, Reject, SessionState};
@@ -73,8 +75,8 @@ pub struct LinkService {
     shutdown: CancellationToken,
     limits: EdgeLimits,
     edge: EdgeSettings,
-    /// Permits for streams not yet authenticated.
-    preauth: Arc<Semaphore>,
+    /// Permits for streams not yet authenticated, shared fairly by client IP.
+    preauth: Arc<PeerGate>,
 }
 
 impl LinkService {
@@ -89,16 +91,14 @@ impl LinkService {
             auth,
             shutdown,
             limits: EdgeLimits::default(),
-            preauth: Arc::new(Semaphore::new(
-                EdgeSettings::default().max_unauthenticated_streams,
-            )),
+            preauth: EdgeSettings::default().preauth_gate(),
             edge: EdgeSettings::default(),
         }
     }
 
     /// Replaces the pre-authentication bounds.
     pub fn with_edge(mut self, edge: EdgeSettings) -> Self {
-        self.preauth = Arc::new(Semaphore::new(edge.max_unauthenticated_streams.max(1)));
+        self.preauth = edge.preauth_gate();
         self.edge = edge;
         self
     }
@@ -143,12 +143,22 @@ impl Link for LinkService {
             .and_then(|c| c.remote_addr)
             .or_else(|| req.remote_addr());
         let guard = conn.map(|c| c.guard);
-        let Ok(permit) = self.preauth.clone().try_acquire_owned() else {
-            self.hub.metrics.reject("preauth_full");
-            preauth_failed(&guard, self.edge.preauth_failures_per_connection);
-            return Err(Status::resource_exhausted(format!(
-                "too many agents are connecting at once; {RETRY_HINT}"
-            )));
+        let permit = match self
+            .preauth
+            .try_acquire(addr.map(|a| a.ip()), Instant::now())
+        {
+            Ok(p) => p,
+            Err(r) => {
+                let (reason, who) = match r {
+                    Refusal::Full => ("preauth_full", "agents are"),
+                    Refusal::Peer => ("preauth_peer_cap", "streams from this address are"),
+                };
+                self.hub.metrics.reject(reason);
+                preauth_failed(&guard, self.edge.preauth_failures_per_connection);
+                return Err(Status::resource_exhausted(format!(
+                    "too many {who} connecting at once; {RETRY_HINT}"
+                )));
+            }
         };
         let peer = addr.map(|a| a.to_string()).unwrap_or_default();
         let inbound = req.into_inner();
@@ -162,6 +172,7 @@ impl Link for LinkService {
             peer: addr.map(|a| a.ip()),
             guard,
             failures_limit: self.edge.preauth_failures_per_connection,
+            recent: self.edge.recent_peers.clone(),
         };
         let span = tracing::info_span!("agent", %peer);
         tokio::spawn(
@@ -179,6 +190,8 @@ struct Stream {
     peer: Option<IpAddr>,
     guard: Option<Arc<ConnGuard>>,
     failures_limit: u32,
+    /// Client IPs with a recently verified agent (fed here at Welcome).
+    recent: Arc<RecentPeers>,
 }
 
 /// Counts a stream that ended before authentication against its connection.
@@ -328,7 +341,7 @@ async fn admit(
 
 async fn drive(
     st: Stream,
-    permit: OwnedSemaphorePermit,
+    permit: GatePermit,
     bearer: Option<Secret>,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
@@ -339,6 +352,9 @@ async fn drive(
         preauth_failed(&st.guard, st.failures_limit);
         return;
     };
+    if let Some(ip) = st.peer {
+        st.recent.verified(ip, Instant::now());
+    }
     let Stream {
         hub, authn, limits, ..
     } = st;

@@ -17,9 +17,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -28,6 +30,8 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
+
+use super::gate::{GateLimits, PeerGate, Refusal};
 
 /// Bounds of the accept loop (flags `--max-connections`, `--max-tls-handshakes`,
 /// `--tls-handshake-timeout`).
@@ -216,17 +220,43 @@ pub fn incoming(
     incoming_with(listener, cfg, AcceptLimits::default(), shutdown)
 }
 
-/// [`incoming`] with explicit limits.
+/// [`incoming`] with explicit limits (handshakes shared without per-IP fairness).
 pub fn incoming_with(
     listener: TcpListener,
     cfg: Arc<ServerConfig>,
     limits: AcceptLimits,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
+    let gate = PeerGate::new(
+        GateLimits {
+            total: limits.max_handshakes,
+            per_peer: limits.max_handshakes,
+            reserved_share: 0.0,
+        },
+        Default::default(),
+    );
+    incoming_gated(listener, cfg, limits, gate, None, shutdown)
+}
+
+/// [`incoming`] whose handshakes in progress are shared by client IP through `handshakes`
+/// ([`super::gate`]); refused connections are closed before TLS and counted in
+/// `refusals` by reason (`connections_full`, `handshakes_full`, `handshakes_peer_cap`).
+pub fn incoming_gated(
+    listener: TcpListener,
+    cfg: Arc<ServerConfig>,
+    limits: AcceptLimits,
+    handshakes: Arc<PeerGate>,
+    refusals: Option<Family<[(&'static str, &'static str); 1], Counter>>,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
     let acceptor = TlsAcceptor::from(cfg);
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+    let refused = move |reason: &'static str| {
+        if let Some(f) = &refusals {
+            f.get_or_create(&[("reason", reason)]).inc();
+        }
+    };
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -244,12 +274,20 @@ pub fn incoming_with(
             // Over a limit the connection is dropped at once: it cost one accept, and
             // the client retries with its backoff.
             let Ok(slot) = connections.clone().try_acquire_owned() else {
+                refused("connections_full");
                 tracing::debug!(%peer, "connection limit reached; closing");
                 continue;
             };
-            let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "too many TLS handshakes in progress; closing");
-                continue;
+            let handshake = match handshakes.try_acquire(Some(peer.ip()), Instant::now()) {
+                Ok(p) => p,
+                Err(r) => {
+                    refused(match r {
+                        Refusal::Peer => "handshakes_peer_cap",
+                        Refusal::Full => "handshakes_full",
+                    });
+                    tracing::debug!(%peer, reason = ?r, "too many TLS handshakes in progress; closing");
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx, timeout) = (acceptor.clone(), tx.clone(), limits.handshake_timeout);

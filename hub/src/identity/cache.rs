@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-type Key = [u8; 32];
+/// A SHA-256 of cluster id and token: what every per-token map keys on.
+pub(crate) type Key = [u8; 32];
 
 /// See the module docs.
 #[derive(Debug)]
@@ -22,7 +23,8 @@ pub struct ReviewCache {
     entries: Mutex<HashMap<Key, Instant>>,
 }
 
-fn key(cluster: &str, token: &str) -> Key {
+/// The key of `token` presented for `cluster` (the token itself is never kept).
+pub(crate) fn key(cluster: &str, token: &str) -> Key {
     let mut h = Sha256::new();
     h.update(cluster.as_bytes());
     h.update([0u8]);

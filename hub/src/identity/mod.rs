@@ -8,6 +8,7 @@
 //! - [`tokenreview`]: the TokenReview authenticator.
 //! - [`admission`]: who may cost a TokenReview now (reserved and per-client shares).
 //! - [`cache`]: the bounded caches of verified and of refused tokens.
+//! - [`flight`]: concurrent verifications of one token share one TokenReview.
 //! - [`jwt`]: the token's unverified `exp`, used only for scheduling.
 //! - [`proxy`]: the client of Rancher's cluster proxy.
 //! - [`credential`]: the hub's Rancher credential (a file, or a Token it rotates).
@@ -17,6 +18,7 @@ pub(crate) mod admission;
 pub mod auth;
 pub(crate) mod cache;
 pub(crate) mod credential;
+pub(crate) mod flight;
 pub(crate) mod jwt;
 pub(crate) mod metrics;
 pub(crate) mod proxy;

@@ -9,7 +9,9 @@
 //! Protecting Rancher: positive results are cached briefly ([`ReviewCache`]), and so
 //! are refusals (a second [`ReviewCache`], `--tokenreview-negative-ttl`, keyed by a hash
 //! of cluster and token like the first), so a client repeating a junk token costs one
-//! TokenReview per TTL; calls are admitted by [`Admission`] (a reserved share for
+//! TokenReview per TTL; concurrent verifications of one token share one in-flight call
+//! ([`SingleFlight`], so a burst of one junk token before its refusal is cached still
+//! costs one review); calls are admitted by [`Admission`] (a reserved share for
 //! recently verified clusters, a per-client-IP share of the rest) that refuses
 //! (UNAVAILABLE with a retry hint, the agent backs off) rather than queueing; after a
 //! transport failure all calls pause with exponential backoff. A token whose
@@ -27,6 +29,7 @@ use vclink_proto::ratelimit::TokenBucket;
 use super::admission::{Admission, AdmissionSettings, Share, Throttle};
 use super::auth::{AgentAuthenticator, AgentIdentity, AuthError};
 use super::cache::ReviewCache;
+use super::flight::SingleFlight;
 use super::jwt::{MAX_TOKEN_BYTES, unverified_expiry};
 use super::metrics::IdentityMetrics;
 use super::proxy::{ProxyError, RancherProxy};
@@ -87,6 +90,8 @@ pub struct TokenReviewAuthenticator {
     /// Recent refusals (cluster + token hash), answered without a call.
     refused: ReviewCache,
     admission: Admission,
+    /// TokenReviews in flight, shared by concurrent verifications of one token.
+    inflight: SingleFlight<Result<Option<SystemTime>, AuthError>>,
     /// Log lines about refused tokens (a flood must not flood the log).
     log_budget: TokenBucket,
     /// Until when calls pause after transport failures, and how many in a row.
@@ -156,6 +161,7 @@ impl TokenReviewAuthenticator {
                 peer_qps: settings.peer_qps,
                 peer_burst: settings.peer_burst,
             }),
+            inflight: SingleFlight::default(),
             log_budget: TokenBucket::new(1.0, 10),
             proxy,
             settings,
@@ -202,6 +208,27 @@ impl TokenReviewAuthenticator {
                 "the token was refused for cluster {cluster} moments ago; present a valid token"
             )));
         }
+        let key = super::cache::key(cluster, token.expose());
+        let (res, joined) = self
+            .inflight
+            .run(key, || self.call(token, cluster, peer, expiry))
+            .await;
+        if joined {
+            self.metrics.auth("joined_inflight");
+        }
+        res
+    }
+
+    /// Everything after the caches: the pause, admission, the TokenReview and its
+    /// judgement (run once per key in flight, [`SingleFlight`]).
+    async fn call(
+        &self,
+        token: &Secret,
+        cluster: &str,
+        peer: Option<IpAddr>,
+        expiry: Option<SystemTime>,
+    ) -> Result<Option<SystemTime>, AuthError> {
+        let now = Instant::now();
         if self.paused(now) {
             self.metrics.auth("paused");
             return Err(AuthError::Unavailable(
