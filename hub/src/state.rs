@@ -97,6 +97,8 @@ pub struct Hub {
     next_stream: AtomicU64,
     /// The owner-sync queue, when owner sync runs (owner sync).
     owners: std::sync::OnceLock<Arc<Queue>>,
+    /// The mirror's queue, when the mirror runs (`crate::mirror`).
+    mirror: std::sync::OnceLock<Arc<Queue>>,
 }
 
 impl Hub {
@@ -110,6 +112,7 @@ impl Hub {
             ready: AtomicBool::new(false),
             next_stream: AtomicU64::new(1),
             owners: std::sync::OnceLock::new(),
+            mirror: std::sync::OnceLock::new(),
         }
     }
 
@@ -127,6 +130,19 @@ impl Hub {
     pub(crate) fn notify_owners(&self, key: &VcKey) {
         if let Some(q) = self.owners.get() {
             q.add(key.clone());
+        }
+    }
+
+    /// Connects the mirror's queue (once).
+    pub(crate) fn set_mirror_queue(&self, q: Arc<Queue>) {
+        let _ = self.mirror.set(q);
+    }
+
+    /// Tells the mirror that `key`'s report, state or cluster may have changed; changes
+    /// within `crate::mirror::worker::COALESCE` become one decision.
+    pub(crate) fn notify_mirror(&self, key: &VcKey) {
+        if let Some(q) = self.mirror.get() {
+            q.add_at(key.clone(), Instant::now() + crate::mirror::worker::COALESCE);
         }
     }
 

@@ -58,6 +58,7 @@ async fn run_worker<P: ProvClusters>(
         // Whatever changed for this vCluster (cluster, labels, reported project) may
         // change its owner bindings too.
         hub.notify_owners(&key);
+        hub.notify_mirror(&key);
         if io.is_empty() && !seal {
             hub.queue.succeeded(&key);
             hub.queue.done(&key);
@@ -105,6 +106,8 @@ fn report_error(hub: &Hub, key: &VcKey, message: String) {
     if hub.send(h, msg) {
         h.per_vc.entry(key.uid.clone()).or_default().last_status =
             Some((State::Error, message, String::new(), String::new()));
+        drop(w);
+        hub.notify_mirror(key);
     }
 }
 

@@ -193,6 +193,27 @@ pub struct Args {
     #[arg(long, env = "VCLINK_OWNER_ROLE_MAPPING")]
     pub owner_role_mapping: Option<String>,
 
+    /// Service labels copied to the vCluster's Rancher (management) cluster, and from
+    /// there by Rancher to its Fleet cluster: comma list of keys, or prefixes ending in
+    /// `*` (`org.example/*`; `*` is every key). Empty (the default): label sync is off.
+    /// Keys containing `cattle.io/`, `vclink.io/`, `loft.sh/`, `vcluster.loft.sh/` or
+    /// `app.kubernetes.io/`, and `app`, `release`, `helm`, `heritage`, `chart`, are never
+    /// synced. A synced label removed from the Service is removed from the cluster.
+    #[arg(long, env = "VCLINK_SYNC_LABELS_INCLUDE", value_delimiter = ',', num_args = 0..)]
+    pub sync_labels_include: Vec<String>,
+
+    /// Service labels never synced even when `--sync-labels-include` matches them: comma
+    /// list of keys or `prefix*` patterns.
+    #[arg(long, env = "VCLINK_SYNC_LABELS_EXCLUDE", value_delimiter = ',', num_args = 0..)]
+    pub sync_labels_exclude: Vec<String>,
+
+    /// Mirror each vCluster onto its Rancher (management) cluster: synced labels, the
+    /// ResourceQuota, host, version and vclink state as `vclink.io/*` annotations, and
+    /// the description while it is empty or vclink's (docs/rancher.md). `false`: the hub
+    /// writes none of it.
+    #[arg(long, env = "VCLINK_RANCHER_MIRROR", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rancher_mirror: bool,
+
     /// The Rancher User (`management.cattle.io/v3` name, e.g. `u-abc12` or `vclink-hub`)
     /// the hub impersonates to create provisioning clusters and to create and delete
     /// owner CRTBs. Rancher makes that user the creator, and so the owner, of exactly the

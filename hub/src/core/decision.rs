@@ -154,8 +154,8 @@ impl DeleteReason {
     }
 }
 
-/// One step for reconcile to carry out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One step for reconcile to carry out (not `Eq`: a report's quota map is not).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Create (or adopt) the provisioning cluster.
     Create(VCluster),
