@@ -171,6 +171,22 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "VCLINK_KUBE_BURST", default_value_t = 10)]
     pub kube_burst: u32,
 
+    /// Let the agent uninstall a vCluster whose Rancher cluster a user deleted in Rancher,
+    /// when the vCluster asks for it (chart value uninstall.enabled, which also grants the
+    /// RBAC). Off: such a request is ignored and explained in an Event on the Service.
+    #[arg(long, env = "VCLINK_ALLOW_UNINSTALL", default_value_t = false)]
+    pub allow_uninstall: bool,
+
+    /// Uninstall every vCluster whose Rancher cluster a user deleted in Rancher unless its
+    /// Service says vclink.io/uninstall-on-cluster-delete: "false" (needs --allow-uninstall).
+    #[arg(
+        long,
+        env = "VCLINK_UNINSTALL_ON_CLUSTER_DELETE",
+        default_value_t = false,
+        requires = "allow_uninstall"
+    )]
+    pub uninstall_on_cluster_delete: bool,
+
     /// Log format.
     #[arg(long, env = "VCLINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -351,6 +367,14 @@ fn parse_toleration(s: &str) -> Result<TolerationArg, String> {
 }
 
 impl RunArgs {
+    /// The uninstall settings these flags describe.
+    pub(crate) fn uninstall(&self) -> crate::uninstall::UninstallSettings {
+        crate::uninstall::UninstallSettings {
+            allowed: self.allow_uninstall,
+            by_default: self.uninstall_on_cluster_delete,
+        }
+    }
+
     /// The registration Job settings these flags describe.
     pub(crate) fn job_settings(&self) -> crate::jobs::JobSettings {
         crate::jobs::JobSettings {
@@ -417,6 +441,10 @@ mod tests {
             ("64Mi", "128Mi")
         );
         assert!(!a.insecure_skip_hub_verify);
+        assert_eq!(
+            a.uninstall(),
+            crate::uninstall::UninstallSettings::default()
+        );
         let job = a.job_settings();
         assert_eq!(
             job.node_selector,
@@ -459,6 +487,20 @@ mod tests {
             Ok(_) => Err("not run".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    #[test]
+    fn uninstall_by_default_needs_uninstall_allowed() {
+        let e = run(&["--uninstall-on-cluster-delete"]).unwrap_err();
+        assert!(e.contains("--allow-uninstall"), "{e}");
+        let a = run(&["--allow-uninstall", "--uninstall-on-cluster-delete"]).expect("parse");
+        assert_eq!(
+            a.uninstall(),
+            crate::uninstall::UninstallSettings {
+                allowed: true,
+                by_default: true
+            }
+        );
     }
 
     #[test]

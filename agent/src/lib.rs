@@ -27,6 +27,9 @@
 //!   `record::announce` (exclusions), `record::guard` (refusing a redirect).
 //! - [`register`]: what the registration Job runs: `fetch` the manifest, `kubeconfig`
 //!   pointing at the vCluster, `apply` it there.
+//! - [`uninstall`]: the optional uninstall of a vCluster whose Rancher cluster a user
+//!   deleted in Rancher: `uninstall::release` reads its Helm release, `uninstall::select`
+//!   picks what to remove, `uninstall::run` removes it, `uninstall::note` its Events and proof.
 //! - [`tls`]: rustls building blocks; `ratelimit`: the write limiter; `health`: probes
 //!   and metrics; `status`: `vclink-agent status` / `kubectl vclink status`.
 #![forbid(unsafe_code)]
@@ -42,6 +45,7 @@ pub mod record;
 pub mod register;
 pub(crate) mod status;
 pub mod tls;
+pub mod uninstall;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -198,10 +202,27 @@ pub struct ClusterTasks {
 /// Starts the agent's Kubernetes side on `tasks` — the shared watches, the recorder and
 /// the Job controller, writing through one rate limiter — and returns the ends the hub
 /// link uses. The binary hands them to [`link::run`]; the component test plays the hub
-/// with them, so both run the same wiring.
+/// with them, so both run the same wiring. Uninstall stays off
+/// ([`spawn_cluster_tasks_with`] sets it).
 pub fn spawn_cluster_tasks(
     tasks: &mut tokio::task::JoinSet<()>,
     settings: ClusterTasks,
+    cancel: &CancellationToken,
+) -> link::LinkChannels {
+    spawn_cluster_tasks_with(
+        tasks,
+        settings,
+        uninstall::UninstallSettings::default(),
+        cancel,
+    )
+}
+
+/// [`spawn_cluster_tasks`] with the uninstall settings: the hub's `Forget`s also reach
+/// the uninstaller ([`uninstall`]), which decides per vCluster.
+pub fn spawn_cluster_tasks_with(
+    tasks: &mut tokio::task::JoinSet<()>,
+    settings: ClusterTasks,
+    uninstall: uninstall::UninstallSettings,
     cancel: &CancellationToken,
 ) -> link::LinkChannels {
     let ClusterTasks {
@@ -224,6 +245,26 @@ pub fn spawn_cluster_tasks(
         catalog_tx,
         cancel.clone(),
     ));
+    // The hub's records pass through a tee that also hands each Forget to the
+    // uninstaller; the Job controller's records go to the recorder directly.
+    let (hub_records_tx, hub_records_rx) = latest::channel(link::MAX_PENDING);
+    let (forgets_tx, forgets_rx) = latest::channel(link::MAX_PENDING);
+    tasks.spawn(tee_forgets(
+        hub_records_rx,
+        records_tx.clone(),
+        forgets_tx,
+        cancel.clone(),
+    ));
+    tasks.spawn(
+        uninstall::run::Uninstaller::new(
+            client.clone(),
+            uninstall,
+            catalog_rx.clone(),
+            limiter.clone(),
+            instance.clone(),
+        )
+        .run(forgets_rx, cancel.clone()),
+    );
     tasks.spawn(
         record::Writer::new(
             client.clone(),
@@ -247,8 +288,33 @@ pub fn spawn_cluster_tasks(
     link::LinkChannels {
         catalog: catalog_rx,
         registrations: reg_tx,
-        records: records_tx,
+        records: hub_records_tx,
         progress: progress_rx,
+    }
+}
+
+/// Forwards the hub's record ops to the recorder, and each `Forget` also to the
+/// uninstaller (which acts only on a `Forget`: the hub's word that a user deleted the
+/// Rancher cluster in Rancher). Both queues are latest-wins, so this never waits.
+async fn tee_forgets(
+    mut from_hub: latest::Receiver<record::RecordOp>,
+    recorder: latest::Sender<record::RecordOp>,
+    uninstaller: latest::Sender<record::RecordOp>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let op = tokio::select! {
+            _ = cancel.cancelled() => return,
+            op = from_hub.recv() => match op { Some(op) => op, None => return },
+        };
+        if matches!(op, record::RecordOp::Forget { .. })
+            && let Err(e) = uninstaller.push(op.clone())
+        {
+            warn!(error = %e, "dropping a Forget for the uninstaller");
+        }
+        if let Err(e) = recorder.push(op) {
+            warn!(error = %e, "dropping a record from the hub");
+        }
     }
 }
 
@@ -285,7 +351,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         kube_burst: args.kube_burst,
         instance: instance.clone(),
     };
-    let channels = spawn_cluster_tasks(&mut tasks, settings, &cancel);
+    let channels = spawn_cluster_tasks_with(&mut tasks, settings, args.uninstall(), &cancel);
     let catalog_rx = channels.catalog.clone();
     let link_cfg = link::LinkConfig {
         hub_url: args.hub_url.clone(),
