@@ -11,10 +11,15 @@
 //! - [`upsert_flood`]: one authenticated agent sending `Upsert`s at a multiple of the
 //!   hub's per-agent message rate, reconnecting whenever the hub closes it.
 //!
+//! Hostile clients dial from their own loopback source addresses ([`source`]:
+//! 127.0.0.2, 127.0.0.3, …; Linux routes all of 127/8 to `lo`), not from the genuine
+//! agents' 127.0.0.1, so the hub's per-client-IP fairness sees several hostile sources
+//! and one genuine one, as on a real network.
+//!
 //! Outcomes are counted by gRPC status code (or transport failure) in an [`Outcomes`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +34,7 @@ use vclink_proto::limits::MAX_MESSAGE_BYTES;
 use vclink_proto::v1::link_client::LinkClient;
 use vclink_proto::v1::{AgentMessage, Flavour, Hello, Upsert, VCluster, agent_message};
 
-use crate::loadgen::{HubTarget, channel};
+use crate::loadgen::HubTarget;
 
 /// Counts of what happened, by a short label (`stream:ResourceExhausted`, `connect_failed`…).
 #[derive(Default)]
@@ -50,6 +55,31 @@ impl Outcomes {
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// Hostile source address number `i` of `sources`: 127.0.0.2 ..= 127.0.0.(sources + 1).
+pub fn source(i: usize, sources: usize) -> IpAddr {
+    let n = 2 + (i % sources.clamp(1, 200)) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A channel to the hub from local address `from` (None: the system's choice).
+pub async fn channel_from(
+    hub: &HubTarget,
+    from: Option<IpAddr>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&hub.ca_pem))
+        .domain_name("127.0.0.1");
+    Ok(Endpoint::from_shared(hub.url.clone())?
+        .connect_timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .local_address(from)
+        .tls_config(tls)?
+        .connect()
+        .await?)
 }
 
 /// The size the slow `Hello`s announce.
@@ -75,11 +105,13 @@ fn tls_connector(ca_pem: &str) -> anyhow::Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
-/// `conns` slow-Hello connections until `until`. Returns when all have stopped.
+/// `conns` slow-Hello connections until `until`, connection `i` from
+/// [`source`]`(i, sources)`. Returns when all have stopped.
 pub async fn slow_hellos(
     hub: HubTarget,
     addr: SocketAddr,
     conns: usize,
+    sources: usize,
     until: Instant,
     out: Arc<Outcomes>,
 ) {
@@ -91,12 +123,16 @@ pub async fn slow_hellos(
         }
     };
     let tasks: Vec<_> = (0..conns)
-        .map(|_| {
+        .map(|i| {
             let (tls, out) = (tls.clone(), out.clone());
+            let from = source(i, sources);
             tokio::spawn(async move {
                 while Instant::now() < until {
-                    match tokio::time::timeout_at(until, slow_connection(&tls, addr, until, &out))
-                        .await
+                    match tokio::time::timeout_at(
+                        until,
+                        slow_connection(&tls, from, addr, until, &out),
+                    )
+                    .await
                     {
                         Ok(Ok(())) | Err(_) => {}
                         Ok(Err(e)) => {
@@ -128,13 +164,15 @@ enum SlowError {
 
 async fn slow_connection(
     tls: &tokio_rustls::TlsConnector,
+    from: IpAddr,
     addr: SocketAddr,
     until: Instant,
     out: &Outcomes,
 ) -> Result<(), SlowError> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
+    let sock = tokio::net::TcpSocket::new_v4().map_err(|_| SlowError::Tcp)?;
+    sock.bind(SocketAddr::new(from, 0))
         .map_err(|_| SlowError::Tcp)?;
+    let tcp = sock.connect(addr).await.map_err(|_| SlowError::Tcp)?;
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let stream = tls.connect(name, tcp).await.map_err(|_| SlowError::Tls)?;
     let (client, conn) = h2::client::Builder::new()
@@ -266,12 +304,14 @@ pub fn hello(cluster_id: &str, instance: &str) -> AgentMessage {
     }
 }
 
-/// Opens an `Attach` stream with `bearer` whose first message is `first`; returns the
-/// stream of hub messages, the sender for more and the status when refused.
-pub async fn attach(
+/// Opens an `Attach` stream from local address `from` with `bearer` whose first message
+/// is `first`; returns the stream of hub messages, the sender for more and the status
+/// when refused.
+pub async fn attach_from(
     hub: &HubTarget,
     bearer: &Secret,
     first: AgentMessage,
+    from: Option<IpAddr>,
 ) -> Result<
     (
         tonic::Streaming<vclink_proto::v1::HubMessage>,
@@ -279,7 +319,7 @@ pub async fn attach(
     ),
     String,
 > {
-    let ch = channel(hub)
+    let ch = channel_from(hub, from)
         .await
         .map_err(|_| "connect_failed".to_string())?;
     let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(256);
@@ -307,12 +347,14 @@ pub async fn attach(
 }
 
 /// `per_second` junk `Hello`s per second until `until`, token `i % tokens` claiming host
-/// `hosts[i % tokens % hosts.len()]`, each on a new connection.
+/// `hosts[i % tokens % hosts.len()]`, each on a new connection from
+/// [`source`]`(i, sources)`.
 pub async fn junk_hellos(
     hub: HubTarget,
     hosts: Vec<String>,
     tokens: usize,
     per_second: u32,
+    sources: usize,
     until: Instant,
     out: Arc<Outcomes>,
 ) {
@@ -324,12 +366,12 @@ pub async fn junk_hellos(
         tick.tick().await;
         let t = toks[i % toks.len()].clone();
         let host = hosts[(i % toks.len()) % hosts.len().max(1)].clone();
-        let (hub, out) = (hub.clone(), out.clone());
+        let (hub, out, from) = (hub.clone(), out.clone(), source(i, sources));
         tasks.spawn(async move {
             out.add("hellos_sent");
             let r = tokio::time::timeout(
                 Duration::from_secs(15),
-                attach(&hub, &t, hello(&host, "junk")),
+                attach_from(&hub, &t, hello(&host, "junk"), Some(from)),
             )
             .await;
             out.add(match r {
@@ -345,13 +387,16 @@ pub async fn junk_hellos(
 }
 
 /// One authenticated agent (`cluster_id`, `bearer`) sending `per_second` `Upsert`s (of
-/// `uids` distinct vClusters, round robin) until `until`, reconnecting when closed.
+/// `uids` distinct vClusters, round robin) from local address `from` until `until`,
+/// reconnecting when closed.
+#[allow(clippy::too_many_arguments)]
 pub async fn upsert_flood(
     hub: HubTarget,
     cluster_id: String,
     bearer: Secret,
     per_second: u32,
     uids: usize,
+    from: Option<IpAddr>,
     until: Instant,
     out: Arc<Outcomes>,
 ) {
@@ -368,14 +413,15 @@ pub async fn upsert_flood(
     let batch = (per_second / 100).max(1);
     let mut n = 0usize;
     while Instant::now() < until {
-        let (mut inbound, tx) = match attach(&hub, &bearer, hello(&cluster_id, "flood")).await {
-            Ok(x) => x,
-            Err(code) => {
-                out.add(format!("attach_refused:{code}"));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+        let (mut inbound, tx) =
+            match attach_from(&hub, &bearer, hello(&cluster_id, "flood"), from).await {
+                Ok(x) => x,
+                Err(code) => {
+                    out.add(format!("attach_refused:{code}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
         out.add("attached");
         let _ = tx.send(empty_snapshot()).await;
         let mut tick = tokio::time::interval(Duration::from_millis(10));

@@ -7,6 +7,9 @@
 //! Faults come from the simulator's knobs (`vclink_rancher_sim::Faults`: its admission
 //! webhook answering the hub's creates with an error or not at all, its controllers
 //! failing, its cluster proxy failing TokenReviews) and from killing the processes.
+//! The last case puts a fault-injecting proxy ([`crate::faultproxy`]) between the hub and
+//! its API server and between the agent and its own: every 10th write answered 500, 409, or
+//! applied and then timed out (504 after 5 s), in turn.
 //! "Duplicates": more than one provisioning cluster for one vCluster's Service UID.
 //! "Wrong deletions": a provisioning cluster of a vCluster that still exists is gone.
 
@@ -212,6 +215,86 @@ async fn agent_away(w: &mut World, away: Duration, case: &str) -> anyhow::Result
     Ok(r)
 }
 
+/// Writes faulted per proxy: one in this many.
+const API_FAULT_EVERY: u64 = 10;
+/// vClusters registered through the faulting proxies.
+const API_FAULT_VCLUSTERS: usize = 6;
+
+/// Points the hub's and the agent's kubeconfigs at `hub_to` / `agent_to` (from
+/// `hub_from` / `agent_from`) and restarts both.
+async fn repoint(
+    w: &mut World,
+    (hub_from, hub_to): (&str, &str),
+    (agent_from, agent_to): (&str, &str),
+) -> anyhow::Result<()> {
+    crate::faultproxy::repoint_kubeconfig(w.env.hub.kubeconfig(), hub_from, hub_to)?;
+    let agent = w.env.agent(0).context("no agent")?;
+    let kc = crate::faultproxy::kubeconfig_of(agent.pid().context("the agent is not running")?)?;
+    crate::faultproxy::repoint_kubeconfig(&kc, agent_from, agent_to)?;
+    agent.kill().await;
+    w.env.hub.kill().await;
+    w.env.hub.start_again().await?;
+    w.env.agent(0).context("no agent")?.start_again()?;
+    Ok(())
+}
+
+async fn api_faults(w: &mut World) -> anyhow::Result<CaseResult> {
+    let local_url = w.env.local.url().to_string();
+    let down_url = w.env.downstream().cluster.url().to_string();
+    let hub_proxy = crate::faultproxy::start(&w.env.local, API_FAULT_EVERY).await?;
+    let agent_proxy =
+        crate::faultproxy::start(&w.env.downstream().cluster, API_FAULT_EVERY).await?;
+    repoint(
+        w,
+        (&local_url, &hub_proxy.url),
+        (&down_url, &agent_proxy.url),
+    )
+    .await?;
+    let t0 = Instant::now();
+    let mut vcs = Vec::new();
+    for _ in 0..API_FAULT_VCLUSTERS {
+        vcs.push(w.new_vc().await?);
+    }
+    let counts = |p: &crate::faultproxy::FaultProxy| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &p.stats;
+        format!(
+            "{} writes: {}× 500, {}× 409, {}× timeout",
+            s.writes.load(Relaxed),
+            s.status_500.load(Relaxed),
+            s.status_409.load(Relaxed),
+            s.timeouts.load(Relaxed)
+        )
+    };
+    let mut r = w
+        .judge(
+            &format!(
+                "10% of the hub's and the agent's API writes fail (500 / 409 / applied-then-timeout), {API_FAULT_VCLUSTERS} vClusters"
+            ),
+            t0,
+            vcs,
+        )
+        .await;
+    let seen = format!(
+        "hub: {}; agent: {}",
+        counts(&hub_proxy),
+        counts(&agent_proxy)
+    );
+    eprintln!("[faults]   fault proxies: {seen}");
+    r.case = format!("{} [{seen}]", r.case);
+    // Back to the API servers directly for the cases after this one.
+    if let Err(e) = repoint(
+        w,
+        (&hub_proxy.url, &local_url),
+        (&agent_proxy.url, &down_url),
+    )
+    .await
+    {
+        r.error = Some(format!("restoring the kubeconfigs: {e:#}"));
+    }
+    Ok(r)
+}
+
 async fn drops_while_deleted(w: &mut World) -> anyhow::Result<CaseResult> {
     let vc = w.new_vc().await?;
     let ok = until(CONVERGE, async || ready(&w.env, &vc).await).await;
@@ -363,6 +446,7 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
             ))
         }),
         ("drops while deleted", |w| Box::pin(drops_while_deleted(w))),
+        ("API write faults", |w| Box::pin(api_faults(w))),
     ];
     for (name, case) in cases {
         eprintln!("[faults] case: {name}");

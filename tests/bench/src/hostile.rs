@@ -9,7 +9,9 @@
 //!
 //! During a fixed window ([`WINDOW`]) three attacks run at once (see [`crate::attack`]):
 //! slow 1 MiB `Hello`s on many unauthenticated connections, junk-token `Hello`s at a fixed
-//! rate, and one authenticated agent flooding `Upsert`s at 10× its rate limit; every
+//! rate (both from [`HOSTILE_SOURCES`] loopback addresses 127.0.0.2 …, while the genuine
+//! agents dial from 127.0.0.1, as distinct sources would on a real network), and one
+//! authenticated agent flooding `Upsert`s at 10× its rate limit (from 127.0.0.254); every
 //! genuine agent drops its stream every few seconds and reconnects, and each
 //! drop → `Welcome` time is recorded. Measured: hub RSS (sampled `VmRSS`, and `VmHWM`),
 //! hub file descriptors, genuine reconnect percentiles, TokenReviews (the hub's own
@@ -43,6 +45,12 @@ const FLOOD_FACTOR: u32 = 10;
 const NEGATIVE_TTL_SECS: u64 = 30;
 /// Distinct junk tokens (each claims its own host): the negative cache's key space.
 const JUNK_TOKENS: usize = 10;
+/// Loopback source addresses of the slow-Hello and junk clients (127.0.0.2 …).
+pub const HOSTILE_SOURCES: usize = 16;
+/// The genuine agents' source address, and the flooding agent's.
+const GENUINE_SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const FLOOD_SOURCE: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 254));
 
 /// Sizes of the hostile run.
 #[derive(Clone, Debug, Serialize)]
@@ -57,6 +65,8 @@ pub struct HostileScale {
     pub flood_per_second: u32,
     /// Attack window, seconds.
     pub window_seconds: u64,
+    /// Source addresses of the slow-Hello and junk clients.
+    pub hostile_sources: usize,
 }
 
 /// What the hostile run measured.
@@ -216,10 +226,11 @@ async fn attach_retrying(
     while Instant::now() < give_up {
         match tokio::time::timeout(
             Duration::from_secs(20),
-            attack::attach(
+            attack::attach_from(
                 &g.hub,
                 &g.token,
                 attack::hello(id, &format!("genuine-{id}")),
+                Some(GENUINE_SOURCE),
             ),
         )
         .await
@@ -294,6 +305,7 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
         genuine_agents: genuine_n,
         flood_per_second: AGENT_MESSAGE_RATE * FLOOD_FACTOR,
         window_seconds: WINDOW.as_secs(),
+        hostile_sources: HOSTILE_SOURCES,
     };
     eprintln!(
         "[hostile] starting the local cluster, the Rancher simulator, a downstream cluster and the hub"
@@ -385,6 +397,7 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
         target.clone(),
         env.hub.grpc_addr(),
         scale.slow_connections,
+        HOSTILE_SOURCES,
         until,
         slow_o.clone(),
     ));
@@ -393,6 +406,7 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
         ids[..JUNK_TOKENS.min(genuine_n.max(1))].to_vec(),
         JUNK_TOKENS,
         scale.junk_per_second,
+        HOSTILE_SOURCES,
         until,
         junk_o.clone(),
     ));
@@ -402,6 +416,7 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
         token.clone(),
         scale.flood_per_second,
         5,
+        Some(FLOOD_SOURCE),
         until,
         flood_o.clone(),
     ));
@@ -482,12 +497,13 @@ pub fn render(r: &HostileResults) -> String {
     if let Some(s) = &r.scale {
         let _ = writeln!(
             o,
-            "window {} s on loopback: {} unauthenticated TLS connections dribbling a {} KiB Hello (1 KiB / 0.5 s), {} junk-token Hellos/s ({} distinct tokens, each claiming an opted-in host), one authenticated agent flooding {} Upserts/s (10× --agent-message-rate); {} genuine agents dropping and re-opening their streams every 3–10 s\n",
+            "window {} s on loopback: {} unauthenticated TLS connections dribbling a {} KiB Hello (1 KiB / 0.5 s) and {} junk-token Hellos/s ({} distinct tokens, each claiming an opted-in host), both from {} source addresses 127.0.0.2…; one authenticated agent flooding {} Upserts/s (10× --agent-message-rate) from 127.0.0.254; {} genuine agents from 127.0.0.1 dropping and re-opening their streams every 3–10 s\n",
             s.window_seconds,
             s.slow_connections,
             attack::SLOW_HELLO_BYTES / 1024,
             s.junk_per_second,
             JUNK_TOKENS,
+            s.hostile_sources,
             s.flood_per_second,
             s.genuine_agents
         );
@@ -568,7 +584,7 @@ pub fn render(r: &HostileResults) -> String {
     );
     let _ = writeln!(
         o,
-        "\n4. STREAMS REFUSED BY THE HUB (vclink_hub_rejections_total by reason, in the window)"
+        "\n4. STREAMS AND CONNECTIONS REFUSED BY THE HUB (vclink_hub_rejections_total by reason, in the window; handshakes_* and connections_full: TCP connections closed before TLS; preauth_*: unauthenticated streams)"
     );
     table(&mut o, &r.rejections);
     let _ = writeln!(o, "\n5. WHAT THE CLIENTS SAW");

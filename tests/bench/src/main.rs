@@ -6,6 +6,7 @@
 
 mod attack;
 mod env;
+mod faultproxy;
 mod faults;
 mod hostile;
 mod loadgen;
