@@ -237,6 +237,7 @@ async fn run_fenced(
     fence: Fence,
 ) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
+    let workspaces = args.workspaces().map_err(anyhow::Error::msg)?;
     let tls = grpc::tls::server_config(&args.tls_cert_file, &args.tls_key_file)?;
     rancher::check_apis(&client).await?;
     // The proof key before any watch: every cluster is judged with it from the first
@@ -253,6 +254,8 @@ async fn run_fenced(
     let cfg = HubConfig {
         proof_key: proof_key.clone(),
         workspace: args.fleet_workspace.clone(),
+        workspaces: workspaces.clone(),
+        create_workspaces: args.create_fleet_workspaces,
         grace: args.removal_grace,
         heartbeat_seconds: args.heartbeat_seconds,
         max_vclusters: args.max_vclusters_per_agent,
@@ -280,7 +283,7 @@ async fn run_fenced(
     )));
     tasks.extend(rancher::watch::spawn_all(
         client.clone(),
-        &args.fleet_workspace,
+        workspaces.has_display_names(),
         rancher::watch::Trusting {
             proof_key: proof_key.clone(),
             operator_creator: Some(args.adopt_operator_clusters_created_by.clone())
@@ -332,7 +335,6 @@ async fn run_fenced(
     }
     let mut writer = KubeProvClusters::new(
         client,
-        &args.fleet_workspace,
         limiter,
         hub.metrics.api_requests.clone(),
         proof_key,
@@ -372,7 +374,9 @@ async fn run_fenced(
         })
         .with_edge(edge.clone())
         .into_server();
-    tracing::info!(listen = %args.listen, workspace = %args.fleet_workspace, "vclink hub serving agents");
+    tracing::info!(listen = %args.listen, workspace = %args.fleet_workspace,
+        per_project = workspaces.is_mapped(), create_workspaces = args.create_fleet_workspaces,
+        "vclink hub serving agents");
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;

@@ -61,13 +61,20 @@ pub struct World {
     pub hosts: HashMap<String, HostState>,
     /// The deletion timers, by vCluster (not by stream; see the module docs).
     pub(crate) timers: HashMap<VcKey, Timers>,
+    /// Projects' display names, for display-name entries of
+    /// --fleet-workspace-for-project (empty without such entries).
+    pub(crate) project_names: crate::core::workspace::ProjectNames,
 }
 
 /// Fixed settings reconcile and sessions need.
 #[derive(Clone, Debug)]
 pub(crate) struct HubConfig {
-    /// Workspace namespace of provisioning clusters.
+    /// --fleet-workspace: the default workspace of new provisioning clusters.
     pub(crate) workspace: String,
+    /// --fleet-workspace-for-project over that default (`core::workspace`).
+    pub(crate) workspaces: crate::core::workspace::Workspaces,
+    /// --create-fleet-workspaces.
+    pub(crate) create_workspaces: bool,
     /// --removal-grace.
     pub(crate) grace: Duration,
     /// --heartbeat-seconds.
@@ -265,6 +272,7 @@ impl Hub {
             index,
             hosts,
             timers,
+            ..
         } = &mut *w;
         let Some(h) = hosts.get_mut(host).filter(|h| h.stream_id == stream_id) else {
             return Ok(()); // replaced meanwhile; the stream is being closed
@@ -539,6 +547,7 @@ mod tests {
             conn: Conn::Connected,
             host_opt_in,
             nested_opt_in: false,
+            display_name: None,
         };
         hub.world().index.apply_mgmt(mgmt(true));
         hub.check_host(HOST).expect("opted in");

@@ -86,6 +86,8 @@ impl Default for TestHub {
         Self {
             cfg: HubConfig {
                 workspace: "fleet-default".into(),
+                workspaces: crate::core::workspace::Workspaces::single("fleet-default"),
+                create_workspaces: false,
                 grace: Duration::from_secs(300),
                 heartbeat_seconds: 30,
                 max_vclusters: 10,

@@ -2,7 +2,10 @@
 //! between the controller's decision and the API calls, generic over the
 //! [`ProvClusters`] seam and over [`Known`], the part of the hub's state it reads and
 //! records between calls. Adopts the Go operator's cluster of the vCluster, or creates
-//! ours under the first free candidate name. A 409 means the name exists: if it is ours
+//! ours under the first free candidate name ([`candidate_name`]: the requested name, else
+//! `<prefix>-<namespace>-<name>`, else `<host display name>-<namespace>-<name>`; computed
+//! only here, when creating, so nothing a user edits later renames a cluster). A 409
+//! means the name exists: if it is ours
 //! (an earlier attempt of this hub), that is success; otherwise the next candidate is
 //! tried — two vClusters are never merged into one cluster. What was written goes
 //! straight into the index ([`Known::record_written`]), so the next decision sees the
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
-use vclink_proto::names::{cluster_name, requested_name};
+use vclink_proto::names::{cluster_name, host_part, requested_name};
 use vclink_proto::v1::VCluster;
 
 use crate::core::decide::DeleteReason;
@@ -57,6 +60,14 @@ pub enum ReconcileError {
         /// Its name.
         name: String,
     },
+    /// The Fleet workspace chosen for the vCluster's project does not exist.
+    #[error(
+        "Fleet workspace {0} does not exist: create it in Rancher (Continuous Delivery, Workspaces) or start the hub with --create-fleet-workspaces"
+    )]
+    MissingWorkspace(String),
+    /// The hub just created the Fleet workspace; Rancher has not made its namespace yet.
+    #[error("waiting for Rancher to create the namespace of the new Fleet workspace {0}")]
+    WorkspacePending(String),
 }
 
 impl ReconcileError {
@@ -71,6 +82,8 @@ impl ReconcileError {
             Self::NoFreeName => "no_free_name",
             Self::Duplicate(_) => "duplicate",
             Self::Replaced { .. } => "replaced",
+            Self::MissingWorkspace(_) => "missing_workspace",
+            Self::WorkspacePending(_) => "workspace_pending",
         }
     }
 
@@ -105,6 +118,9 @@ pub trait Known: Send + Sync {
     fn unsealed(&self, key: &VcKey) -> Option<ProvCluster>;
     /// The proof key and the workspace the clusters live in.
     fn signing(&self) -> (Arc<ProofKey>, String);
+    /// The Rancher display name of the host cluster `host` (its management cluster's
+    /// `spec.displayName`), if known.
+    fn host_display_name(&self, host: &str) -> Option<String>;
 }
 
 impl Known for Hub {
@@ -113,7 +129,7 @@ impl Known for Hub {
     }
 
     fn name_use(&self, name: &str, key: &VcKey) -> NameUse {
-        self.world().index.name_use(name, key)
+        self.world().index.name_use(&self.cfg.workspace, name, key)
     }
 
     fn record_written(&self, p: ProvCluster) {
@@ -139,6 +155,10 @@ impl Known for Hub {
 
     fn signing(&self) -> (Arc<ProofKey>, String) {
         (self.cfg.proof_key.clone(), self.cfg.workspace.clone())
+    }
+
+    fn host_display_name(&self, host: &str) -> Option<String> {
+        self.world().index.mgmt(host)?.display_name.clone()
     }
 }
 
@@ -196,12 +216,16 @@ pub async fn seal_if_needed(
     }
 }
 
-/// The `attempt`-th candidate name.
-pub fn candidate_name(key: &VcKey, vc: &VCluster, attempt: u32) -> String {
-    if vc.requested_name.is_empty() {
-        cluster_name(&key.host, &vc.namespace, &vc.name, attempt)
-    } else {
+/// The `attempt`-th candidate name: the requested name; else `<prefix>-<namespace>-<name>`
+/// with the requested prefix; else `<host>-<namespace>-<name>` with `host` the host part
+/// ([`host_part`]: the host's display name or id).
+pub fn candidate_name(host: &str, vc: &VCluster, attempt: u32) -> String {
+    if !vc.requested_name.is_empty() {
         requested_name(&vc.requested_name, attempt)
+    } else if !vc.requested_prefix.is_empty() {
+        cluster_name(&vc.requested_prefix, &vc.namespace, &vc.name, attempt)
+    } else {
+        cluster_name(host, &vc.namespace, &vc.name, attempt)
     }
 }
 
@@ -226,8 +250,9 @@ pub async fn ensure(
     if adopt(known, clusters, key, vc).await? {
         return Ok(());
     }
+    let host = host_part(&key.host, known.host_display_name(&key.host).as_deref());
     for attempt in 0..MAX_NAME_ATTEMPTS {
-        let name = candidate_name(key, vc, attempt);
+        let name = candidate_name(&host, vc, attempt);
         match known.name_use(&name, key) {
             NameUse::Ours => return Ok(()),
             NameUse::Other => continue,

@@ -34,7 +34,7 @@ fn vc() -> VCluster {
 }
 
 fn name(attempt: u32) -> String {
-    candidate_name(&key(), &vc(), attempt)
+    candidate_name(HOST, &vc(), attempt)
 }
 
 fn status(code: u16) -> kube::Error {
@@ -48,6 +48,7 @@ fn status(code: u16) -> kube::Error {
 fn cluster(name: &str, key: Option<VcKey>, mgmt: Option<&str>) -> ProvCluster {
     ProvCluster {
         name: name.into(),
+        namespace: WORKSPACE.into(),
         uid: format!("uid-{name}"),
         key,
         mgmt_id: mgmt.map(Into::into),
@@ -320,7 +321,7 @@ async fn a_failed_seal_leaves_a_cluster_proven_at_create_that_is_sealed_later() 
 #[tokio::test]
 async fn a_cluster_of_the_go_operator_is_adopted_with_both_proofs_and_its_management_cluster() {
     let hub = TestHub::default().build();
-    hub.world().index.apply_legacy("legacy-vc1", Some(key()));
+    hub.world().index.apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, Some("c-m-legacy01"))]);
     ensures_with(
         hub.as_ref(),
@@ -339,7 +340,7 @@ async fn a_cluster_of_the_go_operator_is_adopted_with_both_proofs_and_its_manage
 #[tokio::test]
 async fn an_adopted_cluster_without_management_cluster_yet_is_labelled_alone() {
     let hub = TestHub::default().build();
-    hub.world().index.apply_legacy("legacy-vc1", Some(key()));
+    hub.world().index.apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, None)]);
     ensures_with(hub.as_ref(), &api, &["get legacy-vc1", "label legacy-vc1"]).await;
     recorded(&hub, "legacy-vc1");
@@ -348,7 +349,7 @@ async fn an_adopted_cluster_without_management_cluster_yet_is_labelled_alone() {
 #[tokio::test]
 async fn a_failed_adoption_is_an_api_error_and_creates_nothing() {
     let hub = TestHub::default().build();
-    hub.world().index.apply_legacy("legacy-vc1", Some(key()));
+    hub.world().index.apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, None)]).failing("label", 403);
     let e = ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap_err();
     assert_eq!(e.kind(), "api_denied");
@@ -469,7 +470,7 @@ async fn two_proven_clusters_for_one_vcluster_stop_everything() {
     );
     assert!(api.calls().is_empty(), "nothing created: {:?}", api.calls());
     // One of them goes: the other is the vCluster's cluster again.
-    hub.world().index.delete_prov(&name(1));
+    hub.world().index.delete_prov(&format!("{WORKSPACE}/{}", name(1)));
     assert_eq!(
         hub.world().index.prov_for(&key()).map(|p| p.name.clone()),
         Some(name(0))
@@ -538,17 +539,72 @@ async fn delete_marks_the_deletion_as_ours_until_it_fails() {
 
 #[test]
 fn requested_names_win_and_collisions_move_on() {
-    let key = VcKey::new(HOST, "u");
     let mut vc = VCluster {
         namespace: "ns".into(),
         name: "vc".into(),
         ..Default::default()
     };
-    assert_eq!(candidate_name(&key, &vc, 0), "c-m-host0001-ns-vc");
-    assert_ne!(candidate_name(&key, &vc, 0), candidate_name(&key, &vc, 1));
+    assert_eq!(candidate_name("prod-eu", &vc, 0), "prod-eu-ns-vc");
+    assert_eq!(candidate_name(HOST, &vc, 0), "c-m-host0001-ns-vc");
+    assert_ne!(candidate_name(HOST, &vc, 0), candidate_name(HOST, &vc, 1));
+    vc.requested_prefix = "edge".into();
+    assert_eq!(candidate_name("prod-eu", &vc, 0), "edge-ns-vc");
+    assert_ne!(candidate_name("prod-eu", &vc, 1), "edge-ns-vc");
     vc.requested_name = "my-cluster".into();
-    assert_eq!(candidate_name(&key, &vc, 0), "my-cluster");
-    assert_ne!(candidate_name(&key, &vc, 1), "my-cluster");
+    assert_eq!(
+        candidate_name("prod-eu", &vc, 0),
+        "my-cluster",
+        "the name beats the prefix"
+    );
+    assert_ne!(candidate_name("prod-eu", &vc, 1), "my-cluster");
+}
+
+/// A host known to the index with this Rancher display name.
+fn host_named(hub: &Hub, display: &str) {
+    hub.world()
+        .index
+        .apply_mgmt(crate::core::index::MgmtCluster {
+            id: HOST.into(),
+            conn: crate::core::index::Conn::Connected,
+            host_opt_in: true,
+            nested_opt_in: false,
+            display_name: Some(display.into()),
+        });
+}
+
+#[tokio::test]
+async fn the_default_name_starts_with_the_hosts_display_name() {
+    let created = |api: &Fake| {
+        api.calls()
+            .into_iter()
+            .filter_map(|c| c.strip_prefix("create ").map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let hub = TestHub::default().build();
+    host_named(&hub, "Prod EU");
+    let api = Fake::default();
+    ensure(hub.as_ref(), &api, &key(), &vc())
+        .await
+        .expect("created");
+    assert_eq!(created(&api), ["prod-eu-team-a-vc1"]);
+    // A display name that is unusable as a name falls back to the host's id.
+    let hub = TestHub::default().build();
+    host_named(&hub, "local");
+    let api = Fake::default();
+    ensure(hub.as_ref(), &api, &key(), &vc())
+        .await
+        .expect("created");
+    assert_eq!(created(&api), [format!("{HOST}-team-a-vc1")]);
+    // A requested prefix replaces the host part.
+    let hub = TestHub::default().build();
+    host_named(&hub, "Prod EU");
+    let api = Fake::default();
+    let mut prefixed = vc();
+    prefixed.requested_prefix = "edge".into();
+    ensure(hub.as_ref(), &api, &key(), &prefixed)
+        .await
+        .expect("created");
+    assert_eq!(created(&api), ["edge-team-a-vc1"]);
 }
 
 #[tokio::test]

@@ -18,19 +18,29 @@ impl Feed for Hub {
             let mut w = self.world();
             match op {
                 Op::Apply(p) => w.index.apply_prov(p),
-                Op::Delete(p) => w.index.delete_prov(&p.name),
+                Op::Delete(p) => w.index.delete_prov(&p.at()),
                 Op::Replace(all) => w.index.replace_prov(all),
             }
         };
         self.queue.add_all(keys);
     }
 
-    fn legacy(&self, op: Op<(String, Option<VcKey>)>) {
+    fn legacy(&self, op: Op<(String, String, Option<VcKey>)>) {
         let mut w = self.world();
         match op {
-            Op::Apply((name, key)) => w.index.apply_legacy(&name, key),
-            Op::Delete((name, _)) => w.index.apply_legacy(&name, None),
+            Op::Apply((ns, name, key)) => w.index.apply_legacy(&ns, &name, key),
+            Op::Delete((ns, name, _)) => w.index.apply_legacy(&ns, &name, None),
             Op::Replace(all) => w.index.replace_legacy(all),
+        }
+    }
+
+    fn project_name(&self, op: Op<(String, String, String)>) {
+        // Only new clusters read display names: nothing to requeue.
+        let mut w = self.world();
+        match op {
+            Op::Apply((c, p, n)) => w.project_names.set(&c, &p, Some(n).filter(|n| !n.is_empty())),
+            Op::Delete((c, p, _)) => w.project_names.set(&c, &p, None),
+            Op::Replace(all) => w.project_names.replace(all),
         }
     }
 

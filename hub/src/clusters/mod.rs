@@ -10,6 +10,7 @@
 //! - [`proofkey`]: the key of the hub's proofs, read (or created once) at start.
 //! - [`warn`]: tells a vCluster's owner about clusters that claim it without proof.
 //! - [`resync`]: every known vCluster re-evaluated from memory now and then.
+//! - [`workspace`]: which Fleet workspace each write goes to; missing workspaces.
 
 pub mod ensure;
 pub mod feed;
@@ -17,3 +18,4 @@ pub mod proofkey;
 pub mod resync;
 pub mod warn;
 pub mod workers;
+pub mod workspace;

@@ -11,10 +11,10 @@ use crate::core::index::VcKey;
 use crate::core::proof::Unproven;
 use crate::state::{Hub, World};
 
-/// The warning for an unproven cluster `name` in `workspace`.
-pub fn text(workspace: &str, name: &str) -> String {
+/// The warning for an unproven cluster `at` (`<workspace>/<name>`).
+pub fn text(at: &str) -> String {
     format!(
-        "a Rancher cluster {workspace}/{name} claims this vCluster but was not created by vclink; it is ignored"
+        "a Rancher cluster {at} claims this vCluster but was not created by vclink; it is ignored"
     )
 }
 
@@ -24,7 +24,7 @@ pub fn sync(hub: &Hub, w: &mut World, key: &VcKey) {
     let warning = w
         .index
         .unproven_claim(key)
-        .map(|n| text(&hub.cfg.workspace, n))
+        .map(text)
         .unwrap_or_default();
     let Some(h) = w.hosts.get_mut(&key.host) else {
         return;

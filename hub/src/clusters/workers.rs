@@ -12,20 +12,21 @@ use tokio_util::sync::CancellationToken;
 use vclink_proto::v1::{Forget, HubMessage, Register, State, Status, hub_message::Msg};
 
 use super::ensure::{self, ReconcileError};
+use super::workspace::{self, HubIn};
 use crate::core::decide::{
     Action, HostView, Input, PerVc, Predecessor, Successor, Timer, Timers, decide,
 };
 use crate::core::index::{TokenState, VcKey};
-use crate::rancher::clusters::ProvClusters;
+use crate::rancher::clusters::KubeProvClusters;
 use crate::state::{Hub, World};
 
 /// Most Kubernetes writes in flight at once (each also waits for the rate limiter).
 const MAX_WRITES_IN_FLIGHT: usize = 256;
 
 /// Starts `n` workers sharing one bound on writes in flight.
-pub fn spawn_workers<P: ProvClusters>(
+pub fn spawn_workers(
     hub: Arc<Hub>,
-    rancher: Arc<P>,
+    rancher: Arc<KubeProvClusters>,
     n: usize,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -47,9 +48,9 @@ pub fn spawn_workers<P: ProvClusters>(
 /// token that just arrived) never waits behind another's API calls or the rate
 /// limiter. The key stays in flight until its writes finish, so one vCluster is never
 /// written by two tasks at once.
-async fn run_worker<P: ProvClusters>(
+async fn run_worker(
     hub: Arc<Hub>,
-    rancher: Arc<P>,
+    rancher: Arc<KubeProvClusters>,
     writes: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
@@ -69,7 +70,7 @@ async fn run_worker<P: ProvClusters>(
             let _permit = writes.acquire_owned().await;
             let result = async {
                 if seal {
-                    ensure::seal_if_needed(hub.as_ref(), rancher.as_ref(), &key).await?;
+                    workspace::seal_if_needed(hub.as_ref(), rancher.as_ref(), &key).await?;
                 }
                 write(&hub, rancher.as_ref(), &key, io).await
             };
@@ -112,23 +113,35 @@ fn report_error(hub: &Hub, key: &VcKey, message: String) {
 }
 
 /// Carries out the writes [`decide`] asked for.
+/// Each in the workspace it concerns (`super::workspace`): a new cluster's, or the
+/// namespace the existing cluster is in.
 async fn write(
     hub: &Hub,
-    rancher: &impl ProvClusters,
+    rancher: &KubeProvClusters,
     key: &VcKey,
     io: Vec<Action>,
 ) -> Result<(), ReconcileError> {
     for action in io {
         match action {
-            Action::Create(vc) => ensure::ensure(hub, rancher, key, &vc).await?,
+            Action::Create(vc) => workspace::ensure(hub, rancher, key, &vc).await?,
             Action::Reclaim {
+                namespace,
                 name,
                 uid,
                 from_svc_uid,
                 vc,
-            } => ensure::reclaim(hub, rancher, key, &name, &uid, &from_svc_uid, &vc).await?,
-            Action::Delete { name, uid, reason } => {
-                ensure::delete(hub, rancher, key, &name, uid, reason).await?
+            } => {
+                let (known, at) = (HubIn::new(hub, &namespace), rancher.workspace(&namespace));
+                ensure::reclaim(&known, &at, key, &name, &uid, &from_svc_uid, &vc).await?
+            }
+            Action::Delete {
+                namespace,
+                name,
+                uid,
+                reason,
+            } => {
+                let (known, at) = (HubIn::new(hub, &namespace), rancher.workspace(&namespace));
+                ensure::delete(&known, &at, key, &name, uid, reason).await?
             }
             _ => {}
         }
@@ -148,6 +161,7 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> (Vec<Action>, bool) {
             index,
             hosts,
             timers,
+            ..
         } = &*w;
         let empty = PerVc::default();
         let no_timers = Timers::default();
@@ -209,6 +223,7 @@ fn decide_and_send(hub: &Hub, key: &VcKey) -> (Vec<Action>, bool) {
         index,
         hosts,
         timers,
+        ..
     } = &mut *w;
     let mut io = Vec::new();
     for a in actions {

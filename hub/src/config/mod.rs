@@ -106,6 +106,25 @@ pub struct Args {
     #[arg(long, env = "VCLINK_FLEET_WORKSPACE", default_value = "fleet-default")]
     pub fleet_workspace: String,
 
+    /// Fleet workspaces per Rancher project, for clusters created from now on:
+    /// `<project>=<workspace>,…` where a project is `<cluster-id>:<p-id>`, a project id
+    /// `p-…` (in any host cluster) or a display name; the most exact entry wins,
+    /// unmatched projects use --fleet-workspace. A project owner can rename their
+    /// project to match a display-name entry (docs/rancher.md, "Fleet workspaces").
+    #[arg(
+        long,
+        env = "VCLINK_FLEET_WORKSPACE_FOR_PROJECT",
+        value_name = "PROJECT=WORKSPACE,...",
+        default_value = ""
+    )]
+    pub fleet_workspace_for_project: String,
+
+    /// Create a missing Fleet workspace (a `management.cattle.io/v3` FleetWorkspace,
+    /// labelled `vclink.io/managed-by=vclink`) before creating a cluster in it. Off: a
+    /// missing workspace is an error on the vCluster's Service.
+    #[arg(long, env = "VCLINK_CREATE_FLEET_WORKSPACES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub create_fleet_workspaces: bool,
+
     /// Namespace of the Secret `vclink-hub-proof-key`, the key the hub signs the clusters
     /// it makes with (created once, read at every start; default: the namespace of the
     /// in-cluster ServiceAccount or the kubeconfig's context).
@@ -452,6 +471,7 @@ impl Args {
         if self.tokenreview_negative_ttl > Duration::from_secs(600) {
             return Err("--tokenreview-negative-ttl must be at most 10m".into());
         }
+        self.workspaces()?;
         if self.leader_election {
             leader_timings(
                 self.leader_election_lease_duration,
@@ -460,6 +480,15 @@ impl Args {
             )?;
         }
         Ok(())
+    }
+
+    /// --fleet-workspace and --fleet-workspace-for-project, checked (names are
+    /// DNS-1123 labels, no entry malformed or listed twice).
+    pub fn workspaces(&self) -> Result<crate::core::workspace::Workspaces, String> {
+        crate::core::workspace::Workspaces::parse(
+            &self.fleet_workspace,
+            &self.fleet_workspace_for_project,
+        )
     }
 
     /// The Rancher user the hub acts as for cluster and owner-CRTB writes:

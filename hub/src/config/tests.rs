@@ -120,3 +120,59 @@ fn owner_sync_accepts_the_charts_modes() {
     assert_eq!(parse("false").unwrap(), OwnerSyncMode::Disabled);
     assert!(parse("sometimes").is_err());
 }
+
+fn with_workspaces(extra: &[&str]) -> Args {
+    let mut argv = vec!["vclink-hub", "--tls-cert-file", "c", "--tls-key-file", "k"];
+    argv.extend_from_slice(extra);
+    Args::try_parse_from(argv).unwrap()
+}
+
+#[test]
+fn workspace_flags_default_to_the_single_legacy_workspace() {
+    let a = with_workspaces(&[]);
+    assert_eq!(a.fleet_workspace_for_project, "");
+    assert!(!a.create_fleet_workspaces);
+    let w = a.workspaces().expect("defaults are valid");
+    assert!(!w.is_mapped());
+    assert_eq!(w.default_workspace(), "fleet-default");
+    assert!(a.validate().is_ok());
+}
+
+#[test]
+fn workspace_mapping_is_checked_at_start() {
+    let a = with_workspaces(&[
+        "--fleet-workspace-for-project",
+        "p-abc12=team-a,Team B=ws-b",
+        "--create-fleet-workspaces",
+    ]);
+    assert!(a.create_fleet_workspaces);
+    assert!(a.validate().is_ok());
+    let w = a.workspaces().unwrap();
+    assert_eq!(
+        w.choose("c-m-h", "c-m-h:p-abc12", None).0,
+        "team-a",
+        "the flag reaches the choice"
+    );
+    for (flag, value, want) in [
+        (
+            "--fleet-workspace-for-project",
+            "p-abc12=team-a,p-abc12=team-b",
+            "listed twice",
+        ),
+        (
+            "--fleet-workspace-for-project",
+            "p-abc12=Team_A",
+            "not a valid namespace name",
+        ),
+        (
+            "--fleet-workspace-for-project",
+            "just-a-name",
+            "expected <project>=<workspace>",
+        ),
+        ("--fleet-workspace", "Fleet", "--fleet-workspace"),
+        ("--fleet-workspace", "fleet-local", "reserved"),
+    ] {
+        let err = with_workspaces(&[flag, value]).validate().expect_err(value);
+        assert!(err.contains(want), "{flag} {value}: {err}");
+    }
+}

@@ -158,11 +158,11 @@ mod index_tests {
         assert!(i.prov_for(&key()).is_none());
         assert_eq!(i.key_for_mgmt("c-m-forged"), None);
         assert_eq!(i.uids_of_host("c-m-h").count(), 0);
-        assert_eq!(i.name_use("forged", &key()), NameUse::Other);
-        assert_eq!(i.unproven_claim(&key()), Some("forged"));
+        assert_eq!(i.name_use("", "forged", &key()), NameUse::Other);
+        assert_eq!(i.unproven_claim(&key()), Some("/forged"));
         assert_eq!(i.unproven_count(Unproven::Invalid), 1);
         // Its deletion says nothing about the vCluster.
-        i.delete_prov("forged");
+        i.delete_prov("/forged");
         assert!(!i.is_user_deleted(&key()));
         assert_eq!(i.unproven_claim(&key()), None);
         assert_eq!(i.unproven_count(Unproven::Invalid), 0);
@@ -173,10 +173,10 @@ mod index_tests {
         let mut i = Index::default();
         i.apply_prov(prov("real", Trust::Proven));
         assert_eq!(i.prov_for(&key()).map(|p| p.name.as_str()), Some("real"));
-        assert_eq!(i.name_use("real", &key()), NameUse::Ours);
+        assert_eq!(i.name_use("", "real", &key()), NameUse::Ours);
         i.apply_prov(prov("real", Trust::Unproven(Unproven::Invalid)));
         assert!(i.prov_for(&key()).is_none());
-        assert_eq!(i.unproven_claim(&key()), Some("real"));
+        assert_eq!(i.unproven_claim(&key()), Some("/real"));
         i.apply_prov(prov("real", Trust::ProvenAtCreate));
         assert_eq!(i.prov_for(&key()).map(|p| p.name.as_str()), Some("real"));
         assert_eq!(i.unproven_claim(&key()), None);
@@ -190,9 +190,9 @@ mod index_tests {
         assert!(i.prov_for(&key()).is_none());
         assert_eq!(
             i.duplicate_clusters(&key()),
-            Some(vec!["a".into(), "b".into()])
+            Some(vec!["/a".into(), "/b".into()])
         );
-        i.delete_prov("b");
+        i.delete_prov("/b");
         assert_eq!(i.duplicate_clusters(&key()), None);
         assert_eq!(i.prov_for(&key()).map(|p| p.name.as_str()), Some("a"));
         assert_eq!(i.key_for_mgmt("c-m-a"), Some(&key()));

@@ -81,6 +81,7 @@ fn decide_unreported(i: &Input<'_>, host: HostView<'_>, prov: Option<&ProvCluste
         return out;
     }
     let delete = |reason| Action::Delete {
+        namespace: prov.namespace.clone(),
         name: prov.name.clone(),
         uid: prov.uid.clone(),
         reason,
@@ -216,6 +217,7 @@ fn decide_reported(
                 return out;
             }
             out.push(Action::Reclaim {
+                namespace: old.prov.namespace.clone(),
                 name: old.prov.name.clone(),
                 uid: old.prov.uid.clone(),
                 from_svc_uid: old
@@ -383,6 +385,7 @@ fn unimport(
     let due = since + i.grace;
     if i.now >= due {
         out.push(Action::Delete {
+            namespace: p.namespace.clone(),
             name: p.name.clone(),
             uid: p.uid.clone(),
             reason: DeleteReason::Unimported,

@@ -243,6 +243,7 @@ fn a_reinstalled_vcluster_reclaims_its_old_cluster() {
     assert_eq!(
         a[0],
         Action::Reclaim {
+            namespace: String::new(),
             name: "c-m-host0001-team-a-vc1".into(),
             uid: "p-old".into(),
             from_svc_uid: OLD_UID.into(),

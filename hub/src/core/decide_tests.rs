@@ -46,6 +46,7 @@ fn mgmt(conn: Conn) -> MgmtCluster {
         conn,
         host_opt_in: false,
         nested_opt_in: false,
+        display_name: None,
     }
 }
 

@@ -162,6 +162,8 @@ pub enum Action {
     /// Move the cluster `name` (object UID `uid`) of the reinstalled vCluster whose
     /// Service UID was `from_svc_uid` to this one: relabel, no delete, no create.
     Reclaim {
+        /// The cluster's namespace (Fleet workspace): it stays there.
+        namespace: String,
         name: String,
         uid: String,
         from_svc_uid: String,
@@ -169,6 +171,8 @@ pub enum Action {
     },
     /// Delete the provisioning cluster `name` (labels already checked).
     Delete {
+        /// The cluster's namespace (Fleet workspace).
+        namespace: String,
         name: String,
         uid: String,
         reason: DeleteReason,

@@ -1,7 +1,9 @@
 //! The hub's in-memory view of the Rancher objects it watches, reduced to small structs
 //! ([`super::objects`], never full objects) and keyed for the lookups reconcile needs:
 //! vCluster key → provisioning cluster, management id → vCluster key, management id →
-//! registration token. Everything here is rebuilt from the watches after a restart (design principle
+//! registration token. Provisioning clusters are filed under `<namespace>/<name>`
+//! ([`ProvCluster::at`]): they live in several Fleet workspaces, and a name is unique
+//! only within one. Everything here is rebuilt from the watches after a restart (design principle
 //! 1), and every update returns the vCluster keys it affects so the caller can enqueue
 //! them. Pure: no I/O, unit-tested.
 
@@ -14,7 +16,7 @@ use super::claims::Claims;
 pub use super::keys::VcKey;
 pub use super::objects::{
     Conn, Crt, MgmtCluster, ProvCluster, Settings, TOKEN_PLACEHOLDER, TOKEN_SECRET_NAME,
-    TokenState, resolve_token,
+    TokenState, at, resolve_token,
 };
 use super::proof;
 
@@ -32,13 +34,16 @@ pub enum NameUse {
 /// The index. See the module docs.
 #[derive(Debug, Default)]
 pub struct Index {
+    /// `<namespace>/<name>` → cluster.
     prov: HashMap<String, ProvCluster>,
+    /// vCluster → `<namespace>/<name>` of its proven cluster.
     by_key: HashMap<VcKey, String>,
     by_host: HashMap<String, HashSet<String>>,
     /// Service UID → hosts with a cluster of that UID (normally one): the O(1) scope
     /// check of every agent message.
     by_uid: HashMap<String, HashSet<String>>,
-    /// (host, namespace, name) → names of the clusters labelled so (normally one).
+    /// (host, namespace, name) → `<namespace>/<name>` of the clusters labelled so
+    /// (normally one).
     by_vc_name: HashMap<(String, String, String), HashSet<String>>,
     mgmt_key: HashMap<String, VcKey>,
     mgmt: HashMap<String, MgmtCluster>,
@@ -57,30 +62,40 @@ pub struct Index {
     /// Why owner bindings of a vCluster cannot be kept (owner sync), for its Status.
     owner_problems: HashMap<VcKey, String>,
     /// Provisioning clusters the vcluster-rancher-operator created and vclink has not
-    /// adopted yet: vCluster key → cluster name. Usually empty; fed by its own narrow
-    /// watch, so adopting needs no LIST per new vCluster.
-    legacy: HashMap<VcKey, String>,
+    /// adopted yet: vCluster key → (namespace, name). Usually empty; fed by its own
+    /// narrow watch, so adopting needs no LIST per new vCluster.
+    legacy: HashMap<VcKey, (String, String)>,
 }
 
 impl Index {
     // === clusters of the vcluster-rancher-operator ===
 
-    /// Records (or, with `key: None`, forgets) an operator cluster named `name`.
-    pub fn apply_legacy(&mut self, name: &str, key: Option<VcKey>) {
-        self.legacy.retain(|_, n| n != name);
+    /// Records (or, with `key: None`, forgets) an operator cluster `namespace/name`.
+    pub fn apply_legacy(&mut self, namespace: &str, name: &str, key: Option<VcKey>) {
+        self.legacy
+            .retain(|_, (ns, n)| !(n.as_str() == name && ns.as_str() == namespace));
         if let Some(k) = key {
-            self.legacy.insert(k, name.to_string());
+            self.legacy
+                .insert(k, (namespace.to_string(), name.to_string()));
         }
     }
 
-    /// Replaces all operator clusters after a (re)list.
-    pub fn replace_legacy(&mut self, all: Vec<(String, Option<VcKey>)>) {
-        self.legacy = all.into_iter().filter_map(|(n, k)| Some((k?, n))).collect();
+    /// Replaces all operator clusters (namespace, name, key) after a (re)list.
+    pub fn replace_legacy(&mut self, all: Vec<(String, String, Option<VcKey>)>) {
+        self.legacy = all
+            .into_iter()
+            .filter_map(|(ns, n, k)| Some((k?, (ns, n))))
+            .collect();
     }
 
-    /// The not-yet-adopted operator cluster of `key`, if any.
+    /// The name of the not-yet-adopted operator cluster of `key`, if any.
     pub fn legacy_cluster(&self, key: &VcKey) -> Option<&str> {
-        self.legacy.get(key).map(String::as_str)
+        self.legacy.get(key).map(|(_, n)| n.as_str())
+    }
+
+    /// The namespace (Fleet workspace) of that cluster: it is adopted where it is.
+    pub fn legacy_namespace(&self, key: &VcKey) -> Option<&str> {
+        self.legacy.get(key).map(|(ns, _)| ns.as_str())
     }
 }
 
@@ -89,17 +104,18 @@ impl Index {
 
     /// Adds or updates a provisioning cluster; returns affected keys.
     pub fn apply_prov(&mut self, p: ProvCluster) -> Vec<VcKey> {
-        let mut out = self.unlink_prov(&p.name);
-        let claimed = self.claims.forget(&p.name);
+        let id = p.at();
+        let mut out = self.unlink_prov(&id);
+        let claimed = self.claims.forget(&id);
         // Only a cluster the hub can prove it made names a vCluster (core::proof).
         if let Some(k) = p.key.as_ref().filter(|_| p.trust.is_proven()) {
-            self.claims.proven(&p.name, k);
+            self.claims.proven(&id, k);
             if p.deleting && !self.deleting_by_us.contains(k) {
                 self.user_deleted.insert(k.clone());
             } else if !p.deleting {
                 self.user_deleted.remove(k);
             }
-            self.by_key.insert(k.clone(), p.name.clone());
+            self.by_key.insert(k.clone(), id.clone());
             self.by_host
                 .entry(k.host.clone())
                 .or_default()
@@ -112,20 +128,20 @@ impl Index {
                 self.by_vc_name
                     .entry((k.host.clone(), ns.clone(), n.clone()))
                     .or_default()
-                    .insert(p.name.clone());
+                    .insert(id.clone());
             }
             if let Some(m) = &p.mgmt_id {
                 self.mgmt_key.insert(m.clone(), k.clone());
             }
             out.push(k.clone());
         } else if let (Some(k), proof::Trust::Unproven(why)) = (&p.key, p.trust) {
-            if self.claims.unproven(&p.name, k, why) {
-                tracing::warn!(cluster = %p.name, host = %k.host, uid = %k.uid, reason = why.as_str(),
+            if self.claims.unproven(&id, k, why) {
+                tracing::warn!(cluster = %id, host = %k.host, uid = %k.uid, reason = why.as_str(),
                     "a provisioning cluster carries vclink labels but no valid vclink proof; it is ignored (never sent to an agent, deleted or relabelled)");
             }
             out.push(k.clone());
         }
-        self.prov.insert(p.name.clone(), p);
+        self.prov.insert(id, p);
         if let Some(k) = claimed {
             self.relink(&k);
         }
@@ -141,7 +157,7 @@ impl Index {
     /// Rancher wrote meanwhile — e.g. `status.clusterName`, leaving the vCluster waiting
     /// for an event that already came. Returns affected keys either way.
     pub fn apply_prov_written(&mut self, p: ProvCluster) -> Vec<VcKey> {
-        if let Some(cur) = self.prov.get(&p.name)
+        if let Some(cur) = self.prov.get(&p.at())
             && cur.uid == p.uid
             && (cur.version >= p.version || p.version == 0)
         {
@@ -150,7 +166,8 @@ impl Index {
         self.apply_prov(p)
     }
 
-    /// Removes a provisioning cluster (it is gone from the API); returns affected keys.
+    /// Removes the provisioning cluster `<namespace>/<name>` (it is gone from the API);
+    /// returns affected keys.
     pub fn delete_prov(&mut self, name: &str) -> Vec<VcKey> {
         // A forged cluster's deletion says nothing about the vCluster it claimed.
         let proven = self.prov.get(name).is_some_and(|p| p.trust.is_proven());
@@ -184,14 +201,16 @@ impl Index {
         }
     }
 
-    /// The proven clusters of `key` when there are several: the hub acts on none.
+    /// The proven clusters of `key` (`<namespace>/<name>`) when there are several: the
+    /// hub acts on none.
     pub fn duplicate_clusters(&self, key: &VcKey) -> Option<Vec<String>> {
         self.claims
             .duplicates(key)
             .map(|n| n.iter().cloned().collect())
     }
 
-    /// An unproven cluster claiming `key` (its name), to warn the vCluster's owner.
+    /// An unproven cluster claiming `key` (`<namespace>/<name>`), to warn the
+    /// vCluster's owner.
     pub fn unproven_claim(&self, key: &VcKey) -> Option<&str> {
         self.claims.first_unproven(key)
     }
@@ -204,7 +223,7 @@ impl Index {
     /// Replaces all provisioning clusters after a (re)list: anything not listed is
     /// treated as deleted.
     pub fn replace_prov(&mut self, all: Vec<ProvCluster>) -> Vec<VcKey> {
-        let listed: HashSet<&str> = all.iter().map(|p| p.name.as_str()).collect();
+        let listed: HashSet<String> = all.iter().map(ProvCluster::at).collect();
         let gone: Vec<String> = self
             .prov
             .keys()
@@ -325,9 +344,10 @@ impl Index {
             .filter_map(|n| self.prov.get(n))
     }
 
-    /// Whether `name` is free, ours (`key`), or someone else's.
-    pub fn name_use(&self, name: &str, key: &VcKey) -> NameUse {
-        match self.prov.get(name) {
+    /// Whether `name` in `namespace` is free, ours (`key`), or someone else's. A
+    /// cluster of `key` in another namespace does not make the name ours there.
+    pub fn name_use(&self, namespace: &str, name: &str, key: &VcKey) -> NameUse {
+        match self.prov.get(&at(namespace, name)) {
             None => NameUse::Free,
             Some(p) if p.key.as_ref() == Some(key) && p.trust.is_proven() => NameUse::Ours,
             Some(_) => NameUse::Other,

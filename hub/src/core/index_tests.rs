@@ -100,10 +100,10 @@ fn rebuilt_from_labels_after_restart() {
     let mut uids: Vec<_> = ix.uids_of_host("c-m-host0001").cloned().collect();
     uids.sort();
     assert_eq!(uids, vec!["u1", "u2"]);
-    assert_eq!(ix.name_use("a", &key("u1")), NameUse::Ours);
-    assert_eq!(ix.name_use("a", &key("u2")), NameUse::Other);
-    assert_eq!(ix.name_use("c", &key("u2")), NameUse::Other);
-    assert_eq!(ix.name_use("zz", &key("u2")), NameUse::Free);
+    assert_eq!(ix.name_use("", "a", &key("u1")), NameUse::Ours);
+    assert_eq!(ix.name_use("", "a", &key("u2")), NameUse::Other);
+    assert_eq!(ix.name_use("", "c", &key("u2")), NameUse::Other);
+    assert_eq!(ix.name_use("", "zz", &key("u2")), NameUse::Free);
 }
 
 #[test]
@@ -112,8 +112,8 @@ fn deletion_by_someone_else_is_remembered_but_ours_is_not() {
     ix.apply_prov(prov("a", Some(key("u1")), None));
     ix.apply_prov(prov("b", Some(key("u2")), None));
     ix.mark_deleting_by_us(&key("u2"));
-    ix.delete_prov("a");
-    ix.delete_prov("b");
+    ix.delete_prov("/a");
+    ix.delete_prov("/b");
     assert!(ix.is_user_deleted(&key("u1")));
     assert!(!ix.is_user_deleted(&key("u2")));
     assert!(!ix.is_deleting_by_us(&key("u2")));
@@ -143,17 +143,17 @@ fn a_deletion_timestamp_from_someone_else_counts_as_user_deletion() {
 fn operator_clusters_are_found_by_key_until_adopted_or_gone() {
     let mut i = Index::default();
     i.replace_legacy(vec![
-        ("legacy-a".into(), Some(key("a"))),
-        ("being-deleted".into(), None),
+        ("fleet-default".into(), "legacy-a".into(), Some(key("a"))),
+        ("fleet-default".into(), "being-deleted".into(), None),
     ]);
     assert_eq!(i.legacy_cluster(&key("a")), Some("legacy-a"));
     assert_eq!(i.legacy_cluster(&key("b")), None);
     // Renamed key on the same cluster (labels edited): the old key no longer matches.
-    i.apply_legacy("legacy-a", Some(key("b")));
+    i.apply_legacy("fleet-default", "legacy-a", Some(key("b")));
     assert_eq!(i.legacy_cluster(&key("a")), None);
     assert_eq!(i.legacy_cluster(&key("b")), Some("legacy-a"));
     // Adopted (our label added → leaves the watch's selector) or deleted.
-    i.apply_legacy("legacy-a", None);
+    i.apply_legacy("fleet-default", "legacy-a", None);
     assert_eq!(i.legacy_cluster(&key("b")), None);
 }
 
@@ -241,7 +241,7 @@ fn clusters_are_found_by_service_uid_and_by_vcluster_name() {
         1
     );
     // Gone: found nowhere.
-    ix.delete_prov("c1");
+    ix.delete_prov("/c1");
     assert_eq!(ix.other_host_of_uid("u2", "c-m-other001"), None);
     assert_eq!(
         ix.provs_for_vcluster("c-m-host0001", "team-a", "vc1")

@@ -15,6 +15,7 @@
 //! - [`session`]: validates one agent message and turns it into an `Effect`.
 //! - [`scope`]: an agent speaks only about its own host's vClusters.
 //! - [`backoff`]: exponential retry delay with optional jitter.
+//! - [`workspace`]: which Fleet workspace a new vCluster cluster goes to.
 
 pub mod backoff;
 pub mod claims;
@@ -26,5 +27,6 @@ pub mod objects;
 pub mod proof;
 pub mod scope;
 pub mod session;
+pub mod workspace;
 
 pub use keys::VcKey;

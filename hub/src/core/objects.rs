@@ -16,6 +16,9 @@ use super::keys::VcKey;
 pub struct ProvCluster {
     /// Object name in the workspace.
     pub name: String,
+    /// Object namespace: the Fleet workspace it was created in. Names are unique only
+    /// per namespace, so the index files clusters under [`ProvCluster::at`].
+    pub namespace: String,
     /// Object UID (delete precondition).
     pub uid: String,
     /// The vCluster it belongs to, from our labels; `None` when the labels are incomplete.
@@ -41,6 +44,12 @@ pub struct ProvCluster {
 }
 
 impl ProvCluster {
+    /// `<namespace>/<name>`: the cluster's identity in the index (neither part can
+    /// contain `/`), and how messages name it.
+    pub fn at(&self) -> String {
+        at(&self.namespace, &self.name)
+    }
+
     /// The same cluster, judged proven (tests build their clusters with this).
     #[cfg(test)]
     pub fn proven(self) -> Self {
@@ -49,6 +58,11 @@ impl ProvCluster {
             ..self
         }
     }
+}
+
+/// `<namespace>/<name>` of a provisioning cluster (see [`ProvCluster::at`]).
+pub fn at(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// Connection state of a management cluster as its conditions describe it.
@@ -75,6 +89,10 @@ pub struct MgmtCluster {
     /// Carries `vclink.io/nested-import=enabled`: a vCluster cluster vclink created may
     /// host an agent of its own (with `--allow-nested-hosts`).
     pub nested_opt_in: bool,
+    /// `spec.displayName`, what Rancher shows: the `<host>` part of the default names
+    /// of vClusters created on it (`vclink_proto::names::host_part`). Kept only for
+    /// clusters that can be hosts (not for the vClusters' own, unless nested).
+    pub display_name: Option<String>,
 }
 
 /// What the hub keeps of a ClusterRegistrationToken's status. Credentials stay in

@@ -197,6 +197,7 @@ fn mgmt(host_opt_in: bool, nested_opt_in: bool) -> MgmtCluster {
         conn: Conn::Connected,
         host_opt_in,
         nested_opt_in,
+        display_name: None,
     }
 }
 

@@ -55,6 +55,8 @@ pub async fn run_worker(
 struct Target {
     mgmt_id: String,
     prov_name: String,
+    /// Its namespace (Fleet workspace).
+    prov_namespace: String,
     project: Option<String>,
     relabel: Option<Option<String>>,
 }
@@ -77,6 +79,7 @@ fn target(owners: &Owners, key: &VcKey) -> Option<Target> {
     Some(Target {
         mgmt_id,
         prov_name: prov.name.clone(),
+        prov_namespace: prov.namespace.clone(),
         project: choice.project,
         relabel: choice.relabel,
     })
@@ -205,7 +208,7 @@ pub(super) async fn call<T>(
 /// (the hub rebuilds from these labels after a restart).
 async fn relabel(owners: &Owners, t: &Target, project: Option<&str>) -> Result<(), OwnerError> {
     let patch = json!({"metadata": {"labels": {LABEL_PROJECT: project}}});
-    let prov = Kind::ProvCluster.namespaced(owners.client.clone(), &owners.hub.cfg.workspace);
+    let prov = Kind::ProvCluster.namespaced(owners.client.clone(), &t.prov_namespace);
     let patched = call(
         owners,
         "cluster",

@@ -4,6 +4,12 @@
 //! what comes back; which name to try, whether a conflict is ours and what to adopt is
 //! decided by the controller's `ensure` (in the `clusters` folder), which a test drives
 //! against an in-memory fake.
+//!
+//! Clusters live in several Fleet workspaces (`core::workspace`): [`KubeProvClusters`]
+//! holds the clients, [`KubeProvClusters::workspace`] is the seam for one namespace —
+//! an existing cluster's own, or the one chosen for a new cluster — so `ensure` never
+//! mixes two. [`KubeProvClusters::create_workspace`] creates a missing FleetWorkspace
+//! (--create-fleet-workspaces).
 
 use std::sync::Arc;
 
@@ -24,7 +30,7 @@ use crate::core::proof::{ANNOTATION_PROOF, ANNOTATION_PROOF_UID, ProofKey, Signe
 /// The calls the provisioning-cluster controller makes. Errors are the API server's,
 /// unchanged (the caller tells a 409 or 404 from a failure).
 #[async_trait]
-pub trait ProvClusters: Send + Sync + 'static {
+pub trait ProvClusters: Send + Sync {
     /// Creates the provisioning cluster `name` for the vCluster, carrying the
     /// create-time proof `proof` (`core::proof`); returns it as written.
     async fn create(
@@ -57,16 +63,16 @@ pub trait ProvClusters: Send + Sync + 'static {
 
 type Labels = [(&'static str, &'static str); 1];
 
-/// [`ProvClusters`] against the local cluster.
+/// The provisioning-cluster writes against the local cluster; [`Self::workspace`] gives
+/// the [`ProvClusters`] of one namespace.
 pub struct KubeProvClusters {
-    prov: Api<DynamicObject>,
-    /// Where creates go: `prov`, or the same resource through a client impersonating the
-    /// hub's Rancher user ([`KubeProvClusters::creating_as`]).
-    creator: Api<DynamicObject>,
+    client: Client,
+    /// Where creates go: `client`, or a client impersonating the hub's Rancher user
+    /// ([`KubeProvClusters::creating_as`]).
+    creator: Client,
     /// Creates carry `field.cattle.io/no-creator-rbac` (no Rancher user creates them).
     no_creator_rbac: bool,
     mgmt: Api<DynamicObject>,
-    workspace: String,
     limiter: RateLimiter,
     requests: Family<Labels, Counter>,
     /// Judges what the API server returns (`core::proof`).
@@ -74,26 +80,57 @@ pub struct KubeProvClusters {
 }
 
 impl KubeProvClusters {
-    /// Clients for the workspace's provisioning clusters and the management clusters;
+    /// Clients for provisioning clusters (any workspace) and management clusters;
     /// every call waits for `limiter` and is counted in `requests{verb}`; what comes back
     /// is judged with `proof_key`.
     pub fn new(
         client: Client,
-        workspace: &str,
         limiter: RateLimiter,
         requests: Family<Labels, Counter>,
         proof_key: Arc<ProofKey>,
     ) -> Self {
-        let prov = Kind::ProvCluster.namespaced(client.clone(), workspace);
         Self {
-            creator: prov.clone(),
-            prov,
+            creator: client.clone(),
+            mgmt: Kind::MgmtCluster.all(client.clone()),
+            client,
             no_creator_rbac: true,
-            mgmt: Kind::MgmtCluster.all(client),
-            workspace: workspace.to_string(),
             limiter,
             requests,
             proof_key,
+        }
+    }
+
+    /// The calls on the provisioning clusters of namespace `ns` (a Fleet workspace).
+    pub fn workspace<'a>(&'a self, ns: &str) -> InWorkspace<'a> {
+        InWorkspace {
+            base: self,
+            prov: Kind::ProvCluster.namespaced(self.client.clone(), ns),
+            creator: Kind::ProvCluster.namespaced(self.creator.clone(), ns),
+            ns: ns.to_string(),
+        }
+    }
+
+    /// Creates the FleetWorkspace `name` (cluster-scoped, labelled as vclink's); one that
+    /// exists already (409) is success. Rancher then creates its namespace.
+    pub async fn create_workspace(&self, name: &str) -> Result<(), kube::Error> {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "management.cattle.io/v3",
+            "kind": "FleetWorkspace",
+            "metadata": {
+                "name": name,
+                "labels": { LABEL_MANAGED_BY: MANAGED_BY_VALUE },
+            },
+        }))
+        .unwrap_or_else(|_| DynamicObject::new(name, &Kind::FleetWorkspace.resource()));
+        self.call("create").await?;
+        match Kind::FleetWorkspace
+            .all(self.client.clone())
+            .create(&PostParams::default(), &o)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -102,7 +139,7 @@ impl KubeProvClusters {
     /// creator and Rancher makes it cluster owner (CRTB `creator-cluster-owner`), which
     /// is what lets owner sync create owner CRTBs there (docs/rancher.md).
     pub fn creating_as(mut self, as_user: Client) -> Self {
-        self.creator = Kind::ProvCluster.namespaced(as_user, &self.workspace);
+        self.creator = as_user;
         self.no_creator_rbac = false;
         self
     }
@@ -119,8 +156,16 @@ impl KubeProvClusters {
     }
 }
 
+/// [`ProvClusters`] in one namespace ([`KubeProvClusters::workspace`]).
+pub struct InWorkspace<'a> {
+    base: &'a KubeProvClusters,
+    prov: Api<DynamicObject>,
+    creator: Api<DynamicObject>,
+    ns: String,
+}
+
 #[async_trait]
-impl ProvClusters for KubeProvClusters {
+impl ProvClusters for InWorkspace<'_> {
     async fn create(
         &self,
         name: &str,
@@ -128,21 +173,24 @@ impl ProvClusters for KubeProvClusters {
         vc: &VCluster,
         proof: &str,
     ) -> Result<ProvCluster, kube::Error> {
-        self.call("create").await?;
-        let mut o = build_cluster(name, &self.workspace, key, vc, self.no_creator_rbac);
+        self.base.call("create").await?;
+        let mut o = build_cluster(name, &self.ns, key, vc, self.base.no_creator_rbac);
         o.metadata
             .annotations
             .get_or_insert_default()
             .insert(ANNOTATION_PROOF.into(), proof.into());
         Ok(parse_prov(
             &self.creator.create(&PostParams::default(), &o).await?,
-            &self.proof_key,
+            &self.base.proof_key,
         ))
     }
 
     async fn get(&self, name: &str) -> Result<ProvCluster, kube::Error> {
-        self.call("get").await?;
-        Ok(parse_prov(&self.prov.get(name).await?, &self.proof_key))
+        self.base.call("get").await?;
+        Ok(parse_prov(
+            &self.prov.get(name).await?,
+            &self.base.proof_key,
+        ))
     }
 
     async fn label(
@@ -159,35 +207,36 @@ impl ProvClusters for KubeProvClusters {
                 ANNOTATION_PROOF_UID: proofs.proof_uid,
             },
         } });
-        self.call("patch").await?;
+        self.base.call("patch").await?;
         let patched = self
             .prov
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        Ok(parse_prov(&patched, &self.proof_key))
+        Ok(parse_prov(&patched, &self.base.proof_key))
     }
 
     async fn seal(&self, name: &str, proof_uid: &str) -> Result<ProvCluster, kube::Error> {
         let patch = json!({ "metadata": { "annotations": { ANNOTATION_PROOF_UID: proof_uid } } });
-        self.call("patch").await?;
+        self.base.call("patch").await?;
         let patched = self
             .prov
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        Ok(parse_prov(&patched, &self.proof_key))
+        Ok(parse_prov(&patched, &self.base.proof_key))
     }
 
     async fn label_mgmt(&self, id: &str, key: &VcKey, vc: &VCluster) -> Result<(), kube::Error> {
         let patch = json!({ "metadata": { "labels": our_labels(key, vc) } });
-        self.call("patch").await?;
-        self.mgmt
+        self.base.call("patch").await?;
+        self.base
+            .mgmt
             .patch(id, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         Ok(())
     }
 
     async fn delete(&self, name: &str, uid: String) -> Result<(), kube::Error> {
-        self.call("delete").await?;
+        self.base.call("delete").await?;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(uid),

@@ -26,6 +26,9 @@ pub enum Kind {
     Prtb,
     /// `management.cattle.io/v3` `ClusterRoleTemplateBinding`.
     Crtb,
+    /// `management.cattle.io/v3` `FleetWorkspace` (cluster-scoped; Rancher creates the
+    /// namespace of the same name).
+    FleetWorkspace,
 }
 
 impl Kind {
@@ -52,6 +55,11 @@ impl Kind {
                 "management.cattle.io/v3",
                 "ClusterRoleTemplateBinding",
                 "clusterroletemplatebindings",
+            ),
+            Self::FleetWorkspace => (
+                "management.cattle.io/v3",
+                "FleetWorkspace",
+                "fleetworkspaces",
             ),
         }
     }

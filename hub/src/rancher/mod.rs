@@ -136,6 +136,7 @@ pub(crate) fn parse_prov(o: &DynamicObject, proof_key: &ProofKey) -> ProvCluster
     let key = key_from_labels(o);
     ProvCluster {
         name: o.name_any(),
+        namespace: o.namespace().unwrap_or_default(),
         uid: o.uid().unwrap_or_default(),
         trust: key
             .as_ref()
@@ -200,11 +201,20 @@ pub(crate) fn parse_mgmt(o: &DynamicObject, hosts: &crate::config::HostSelector)
         conn
     };
     let (nk, nv) = crate::core::scope::NESTED_IMPORT_LABEL;
+    let nested_opt_in = label(o, nk) == Some(nv);
+    // A vCluster's own cluster hosts no agent (unless nested): its display name, one per
+    // vCluster, is not worth keeping.
+    let may_host = nested_opt_in || label(o, vclink_proto::keys::LABEL_VCLUSTER).is_none();
     MgmtCluster {
         id: o.name_any(),
         conn,
         host_opt_in: label(o, &hosts.key) == Some(hosts.value.as_str()),
-        nested_opt_in: label(o, nk) == Some(nv),
+        nested_opt_in,
+        // Bounded: only its first 40 name characters are ever used.
+        display_name: may_host
+            .then(|| str_at(o.data.get("spec"), "displayName"))
+            .flatten()
+            .map(|d| d.chars().take(256).collect()),
     }
 }
 
@@ -400,6 +410,27 @@ mod tests {
         assert!(host.host_opt_in && !host.nested_opt_in);
         let nested = m(json!({"vclink.io/agent": "enabled", "vclink.io/nested-import": "enabled"}));
         assert!(nested.host_opt_in && nested.nested_opt_in);
+    }
+
+    #[test]
+    fn a_hosts_display_name_is_kept_a_vclusters_is_not() {
+        let m = |labels: Value, display: &str| {
+            parse_mgmt(
+                &obj(json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+                    "metadata": {"name": "c-m-1", "labels": labels}, "spec": {"displayName": display}})),
+                &crate::config::HostSelector::default(),
+            )
+            .display_name
+        };
+        assert_eq!(m(json!({}), "Prod EU").as_deref(), Some("Prod EU"));
+        assert_eq!(m(json!({}), ""), None);
+        assert_eq!(m(json!({"vclink.io/vcluster": "true"}), "vc1"), None);
+        let nested = json!({"vclink.io/vcluster": "true", "vclink.io/nested-import": "enabled"});
+        assert_eq!(m(nested, "vc1").as_deref(), Some("vc1"));
+        assert_eq!(
+            m(json!({}), &"x".repeat(10_000)).map(|d| d.len()),
+            Some(256)
+        );
     }
 
     #[test]

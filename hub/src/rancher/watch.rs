@@ -28,11 +28,15 @@ use crate::watch::{self, ListGate};
 
 /// Where the reduced events of the Rancher watches go.
 pub trait Feed: Send + Sync + 'static {
-    /// Provisioning clusters labelled as ours, in the workspace.
+    /// Provisioning clusters labelled as ours, in every namespace (Fleet workspace).
     fn prov(&self, op: Op<ProvCluster>);
-    /// Provisioning clusters of the vcluster-rancher-operator nobody adopted yet: name
-    /// and the vCluster key on its labels (`None` once it is being deleted).
-    fn legacy(&self, op: Op<(String, Option<VcKey>)>);
+    /// Provisioning clusters of the vcluster-rancher-operator nobody adopted yet:
+    /// namespace, name and the vCluster key on its labels (`None` once it is being
+    /// deleted).
+    fn legacy(&self, op: Op<(String, String, Option<VcKey>)>);
+    /// Projects' display names (cluster id, project id, `spec.displayName`), watched
+    /// only for display-name entries of --fleet-workspace-for-project.
+    fn project_name(&self, _op: Op<(String, String, String)>) {}
     /// Management clusters (all of them: vClusters' and hosts').
     fn mgmt(&self, op: Op<MgmtCluster>);
     /// Registration tokens (`default-token` of each cluster).
@@ -69,18 +73,14 @@ pub(crate) fn operator_candidate(o: &DynamicObject, creator: &str) -> Option<VcK
 /// Starts every watch; they run until `shutdown`.
 pub fn spawn_all(
     client: Client,
-    workspace: &str,
+    project_names: bool,
     trusting: Trusting,
     hosts: &crate::config::HostSelector,
     feed: Arc<dyn Feed>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let f = feed.clone();
-    let watches = if trusting.operator_creator.is_some() {
-        6
-    } else {
-        5
-    };
+    let watches = 5 + usize::from(trusting.operator_creator.is_some()) + usize::from(project_names);
     let gate = ListGate::new(watches, move || {
         tracing::info!("initial lists loaded; accepting agents");
         f.listed();
@@ -88,10 +88,12 @@ pub fn spawn_all(
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
     let mut tasks = Vec::new();
 
-    // Provisioning clusters: ours, in the workspace.
+    // Provisioning clusters: ours, in every namespace — one watch for all the Fleet
+    // workspaces the hub may use (--fleet-workspace-for-project), and for clusters an
+    // earlier configuration put elsewhere.
     let f = feed.clone();
     tasks.push(watch::spawn(
-        Kind::ProvCluster.namespaced(client.clone(), workspace),
+        Kind::ProvCluster.all(client.clone()),
         watcher::Config::default().labels(&managed),
         {
             let proof_key = trusting.proof_key.clone();
@@ -110,13 +112,43 @@ pub fn spawn_all(
     if let Some(creator) = trusting.operator_creator {
         let f = feed.clone();
         tasks.push(watch::spawn(
-            Kind::ProvCluster.namespaced(client.clone(), workspace),
+            Kind::ProvCluster.all(client.clone()),
             watcher::Config::default().labels(&format!("{LOFT_SERVICE_UID},!{LABEL_MANAGED_BY}")),
-            move |o| Some((o.name_any(), operator_candidate(o, &creator))),
+            move |o| {
+                Some((
+                    o.namespace().unwrap_or_default(),
+                    o.name_any(),
+                    operator_candidate(o, &creator),
+                ))
+            },
             move |op| f.legacy(op),
             gate.clone(),
             shutdown.clone(),
             "clusters of the vcluster-rancher-operator",
+        ));
+    }
+
+    // Projects' display names, only when a --fleet-workspace-for-project entry is a
+    // display name: a project in the cluster's namespace, reduced at once to three
+    // strings. Listed before agents are served, so no cluster is created in the
+    // default workspace for lack of a name.
+    if project_names {
+        let f = feed.clone();
+        tasks.push(watch::spawn(
+            Kind::Project.all(client.clone()),
+            watcher::Config::default(),
+            |o| {
+                let name = o.data.pointer("/spec/displayName").and_then(|v| v.as_str());
+                Some((
+                    o.namespace()?,
+                    o.name_any(),
+                    name.unwrap_or_default().to_string(),
+                ))
+            },
+            move |op| f.project_name(op),
+            gate.clone(),
+            shutdown.clone(),
+            "project display names",
         ));
     }
 

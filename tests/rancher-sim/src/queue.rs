@@ -21,6 +21,8 @@ pub enum Key {
     Crtb(String, String),
     /// A GlobalRoleBinding (name), rendered into local RBAC.
     Grb(String),
+    /// A FleetWorkspace (name), backed by its namespace.
+    Workspace(String),
 }
 
 #[derive(Default)]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod management;
 pub mod provisioning;
 pub mod rbac;
+pub mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +116,13 @@ pub fn start(shared: &Arc<Shared>) {
         |o| vec![Key::Grb(o.metadata.name.clone().unwrap_or_default())],
         None,
     );
+    spawn_watch(
+        shared,
+        kinds::FLEET_WORKSPACE.all(&shared.local),
+        watcher::Config::default(),
+        |o| vec![Key::Workspace(o.metadata.name.clone().unwrap_or_default())],
+        None,
+    );
     let shared = shared.clone();
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(32));
@@ -137,6 +145,7 @@ pub fn start(shared: &Arc<Shared>) {
                     Key::Backend(id) => agent::reconcile(&shared, *id).await,
                     Key::Crtb(ns, name) => rbac::reconcile_crtb(&shared, ns, name).await,
                     Key::Grb(name) => rbac::reconcile_grb(&shared, name).await,
+                    Key::Workspace(name) => workspace::reconcile(&shared, name).await,
                 };
                 shared.queue.done(&key);
                 let again = match res {
