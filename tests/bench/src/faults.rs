@@ -7,7 +7,8 @@
 //! Faults come from the simulator's knobs (`vclink_rancher_sim::Faults`: its admission
 //! webhook answering the hub's creates with an error or not at all, its controllers
 //! failing, its cluster proxy failing TokenReviews) and from killing the processes.
-//! The last case puts a fault-injecting proxy ([`crate::faultproxy`]) between the hub and
+//! The leader case ([`crate::leaderkill`]) runs last, in a world of two replicas.
+//! The API-faults case puts a fault-injecting proxy ([`crate::faultproxy`]) between the hub and
 //! its API server and between the agent and its own: every 10th write answered 500, 409, or
 //! applied and then timed out (504 after 5 s), in turn.
 //! "Duplicates": more than one provisioning cluster for one vCluster's Service UID.
@@ -29,7 +30,7 @@ use crate::Args;
 
 /// The hub's removal grace in this world: longer than the 10 s stream drops of the
 /// "drops while deleted" case, so that case tests that the timer survives reconnects.
-const GRACE: Duration = Duration::from_secs(15);
+pub(crate) const GRACE: Duration = Duration::from_secs(15);
 const WS: &str = "fleet-default";
 const CONVERGE: Duration = Duration::from_secs(120);
 
@@ -102,21 +103,26 @@ async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
 }
 
 /// The world, the live vClusters and the clusters they had.
-struct World {
-    env: E2eEnv,
-    live: Vec<SimVCluster>,
-    next: usize,
+pub(crate) struct World {
+    pub(crate) env: E2eEnv,
+    pub(crate) live: Vec<SimVCluster>,
+    pub(crate) next: usize,
 }
 
 impl World {
-    async fn new_vc(&mut self) -> anyhow::Result<SimVCluster> {
+    pub(crate) async fn new_vc(&mut self) -> anyhow::Result<SimVCluster> {
         self.next += 1;
         let spec = VClusterSpec::new(&format!("fault-{}", self.next), "vc");
         self.env.create_vcluster(0, spec).await
     }
 
     /// Waits until every vCluster in `vcs` is ready, then judges every live vCluster.
-    async fn judge(&mut self, case: &str, t0: Instant, vcs: Vec<SimVCluster>) -> CaseResult {
+    pub(crate) async fn judge(
+        &mut self,
+        case: &str,
+        t0: Instant,
+        vcs: Vec<SimVCluster>,
+    ) -> CaseResult {
         let want = vcs.len();
         let env = &self.env;
         let mut done = 0;
@@ -461,6 +467,18 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
         eprintln!("[faults]   → {}", row(&r));
         results.push(r);
     }
+    // The leader case needs a world of two replicas: this one goes first.
+    drop(w);
+    eprintln!("[faults] case: leader kill");
+    let r = crate::leaderkill::run(args)
+        .await
+        .unwrap_or_else(|e| CaseResult {
+            case: "leader kill during a registration burst".into(),
+            error: Some(format!("{e:#}")),
+            ..Default::default()
+        });
+    eprintln!("[faults]   → {}", row(&r));
+    results.push(r);
     let text = render(&results);
     crate::report::write_mode(&args.out, "faults", &results, &text)
 }

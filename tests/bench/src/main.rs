@@ -9,6 +9,7 @@ mod env;
 mod faultproxy;
 mod faults;
 mod hostile;
+mod leaderkill;
 mod loadgen;
 mod measure;
 mod player;
