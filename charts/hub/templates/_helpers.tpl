@@ -70,3 +70,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- default $fromRancher .Values.rancher.url | trimSuffix "/" -}}
 {{- end -}}
+
+{{/*
+--fleet-workspace-for-project from .Values.fleetWorkspaceForProject: "key=ws,key=ws" in
+key order (Helm sorts map keys), so the rendering is stable.
+*/}}
+{{- define "vclink-hub.workspaceMapping" -}}
+{{- $out := list -}}
+{{- range $k, $v := .Values.fleetWorkspaceForProject -}}
+{{- $out = append $out (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}

@@ -273,10 +273,17 @@ fn hub_rbac_is_least_privilege() {
             .iter()
             .any(|r| strs(&r["verbs"]).contains("escalate"))
     );
-    // Provisioning clusters only in the workspace.
+    // Provisioning clusters: written only in the workspace; read cluster-wide by one
+    // watch (every Fleet workspace the hub may use).
     let ws = find(&objs, "Role", "vclink-hub-workspace");
     assert_eq!(ws.namespace(), Some("fleet-default"));
-    assert!(grants(cr, "provisioning.cattle.io", "clusters").is_empty());
+    assert_eq!(
+        grants(cr, "provisioning.cattle.io", "clusters"),
+        vec![(
+            BTreeSet::from(["list".to_string(), "watch".to_string()]),
+            BTreeSet::new()
+        )]
+    );
     // Rancher objects of the TokenReview-only credential.
     let rt = find(&objs, "RoleTemplate", "vclink-hub-tokenreview");
     assert_eq!(rt.value["context"], "cluster");
