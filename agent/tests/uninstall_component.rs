@@ -1,0 +1,534 @@
+//! Component test, against a real kube-apiserver, of the optional uninstall of a vCluster
+//! whose Rancher cluster a user deleted in Rancher. The test plays the hub by handing the
+//! agent a `Forget` the way the link does, and installs fake "vCluster releases": a Helm
+//! storage Secret encoded as Helm encodes it (JSON, gzip, base64) whose manifest lists
+//! objects created with Helm's ownership annotations, plus objects the agent must keep
+//! (an unrelated one, one carrying forged Helm markers but not in the manifest, one in
+//! the manifest without markers, a cluster-scoped one, the StatefulSet's PVC).
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use vclink_agent::link::LinkChannels;
+use vclink_agent::record::RecordOp;
+use vclink_agent::uninstall::UninstallSettings;
+use vclink_agent::{ClusterTasks, spawn_cluster_tasks_with};
+use vclink_proto::keys;
+
+mod support;
+use support::{create_namespace, eventually, job_settings};
+
+/// Helm's ownership annotations for release `name` in `ns`.
+fn helm(name: &str, ns: &str) -> serde_json::Value {
+    serde_json::json!({ "meta.helm.sh/release-name": name, "meta.helm.sh/release-namespace": ns })
+}
+
+/// Creates the object `json` (typed as `K`) in `ns` (empty: cluster-scoped).
+async fn create<K>(client: &Client, ns: &str, json: serde_json::Value)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let obj: K = serde_json::from_value(json).expect("object");
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+}
+
+/// The `release` value of a Helm storage Secret: JSON, gzip, base64 (standard).
+fn helm_encode(release: &serde_json::Value) -> Vec<u8> {
+    let json = serde_json::to_vec(release).expect("json");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&json).expect("gzip");
+    base64::engine::general_purpose::STANDARD
+        .encode(gz.finish().expect("gzip"))
+        .into_bytes()
+}
+
+/// Helm's storage Secret of revision `v` of release `name` in `ns` with `manifest`.
+async fn release_secret(client: &Client, ns: &str, name: &str, v: u64, manifest: &str) {
+    let release = serde_json::json!({
+        "name": name, "namespace": ns, "version": v, "manifest": manifest,
+        "info": { "status": if v == 1 { "superseded" } else { "deployed" } },
+        "chart": { "metadata": { "name": "vcluster", "version": "0.24.1" } },
+    });
+    let data = base64::engine::general_purpose::STANDARD.encode(helm_encode(&release));
+    create::<Secret>(client, ns, serde_json::json!({
+        "metadata": { "name": format!("sh.helm.release.v1.{name}.v{v}"),
+            "labels": { "owner": "helm", "name": name, "version": v.to_string(), "status": "deployed" } },
+        "type": "helm.sh/release.v1",
+        "data": { "release": data },
+    }))
+    .await;
+}
+
+/// The vCluster Service `name` (release `name`) with `annotations` and Helm's markers.
+async fn vcluster_service(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let mut ann = helm(name, ns);
+    for (k, v) in annotations {
+        ann[*k] = serde_json::json!(v);
+    }
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "annotations": ann,
+            "labels": { "app": "vcluster", "release": name, "app.kubernetes.io/managed-by": "Helm" } },
+        "spec": { "ports": [{ "name": "https", "port": 443 }] },
+    }))
+    .expect("service");
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("service")
+        .metadata
+        .uid
+        .expect("uid")
+}
+
+/// A small release: its Service, a ConfigMap `<name>-config`, one storage Secret.
+async fn small_release(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    create_namespace(
+        client,
+        ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let uid = vcluster_service(client, ns, name, annotations).await;
+    create::<ConfigMap>(
+        client,
+        ns,
+        serde_json::json!({
+        "metadata": { "name": format!("{name}-config"), "annotations": helm(name, ns) } }),
+    )
+    .await;
+    let manifest = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}-config\n"
+    );
+    release_secret(client, ns, name, 1, &manifest).await;
+    uid
+}
+
+async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get")
+        .is_some()
+}
+
+/// The Events about Service `name` in `ns` with `reason`.
+async fn events(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect()
+}
+
+async fn event_with(client: &Client, ns: &str, name: &str, reason: &str) -> Event {
+    eventually(90, &format!("Event {reason} on {ns}/{name}"), || async {
+        events(client, ns, name, reason).await.into_iter().next()
+    })
+    .await
+}
+
+fn forget(channels: &LinkChannels, uid: &str) {
+    channels
+        .records
+        .push(RecordOp::Forget {
+            uid: uid.into(),
+            reason: "the Rancher cluster was deleted in Rancher".into(),
+        })
+        .expect("queued");
+}
+
+async fn start(name: &str) -> (vclink_envtest::Cluster, Client) {
+    vclink_agent::tls::install_default_provider();
+    let cluster = vclink_envtest::Cluster::start(name, Default::default())
+        .await
+        .expect("cluster");
+    let client = cluster.client().await.expect("client");
+    // The agent's home namespace (the client's default), where its proofs go; the API
+    // server creates it asynchronously.
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(client.default_namespace().into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await;
+    (cluster, client)
+}
+
+fn agent(
+    client: &Client,
+    settings: UninstallSettings,
+    cancel: &CancellationToken,
+) -> (tokio::task::JoinSet<()>, LinkChannels) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let channels = spawn_cluster_tasks_with(
+        &mut tasks,
+        ClusterTasks {
+            client: client.clone(),
+            namespace_selector: None,
+            jobs: job_settings(),
+            kube_qps: 100.0,
+            kube_burst: 50,
+            instance: "test".into(),
+        },
+        settings,
+        cancel,
+    );
+    (tasks, channels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opted_in_vcluster_is_uninstalled_on_the_hubs_word_only() {
+    let (_cluster, client) = start("agent-uninstall").await;
+    let ns = "team-a";
+    create_namespace(
+        &client,
+        ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The vCluster release vc1, opted in with vclink's annotation.
+    let vc1 = vcluster_service(
+        &client,
+        ns,
+        "vc1",
+        &[(keys::ANNOTATION_UNINSTALL_ON_DELETE, "true")],
+    )
+    .await;
+    let h = helm("vc1", ns);
+    create::<StatefulSet>(&client, ns, serde_json::json!({
+        "metadata": { "name": "vc1", "annotations": h },
+        "spec": { "serviceName": "vc1-headless", "selector": { "matchLabels": { "app": "vcluster", "release": "vc1" } },
+            "template": { "metadata": { "labels": { "app": "vcluster", "release": "vc1" } },
+                "spec": { "containers": [{ "name": "syncer", "image": "vcluster:test" }] } } } })).await;
+    create::<Service>(
+        &client,
+        ns,
+        serde_json::json!({
+        "metadata": { "name": "vc1-headless", "annotations": h },
+        "spec": { "clusterIP": "None", "ports": [{ "name": "https", "port": 443 }] } }),
+    )
+    .await;
+    create::<ServiceAccount>(
+        &client,
+        ns,
+        serde_json::json!({ "metadata": { "name": "vc-vc1", "annotations": h } }),
+    )
+    .await;
+    create::<Role>(
+        &client,
+        ns,
+        serde_json::json!({ "metadata": { "name": "vc1", "annotations": h }, "rules": [] }),
+    )
+    .await;
+    create::<RoleBinding>(
+        &client,
+        ns,
+        serde_json::json!({
+        "metadata": { "name": "vc1", "labels": { "release": "vc1" } },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vc1" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "vc-vc1", "namespace": ns }] }),
+    )
+    .await;
+    create::<ConfigMap>(
+        &client,
+        ns,
+        serde_json::json!({ "metadata": { "name": "vc1-config", "annotations": h } }),
+    )
+    .await;
+    // Listed in the manifest but without Helm's markers: kept.
+    create::<ConfigMap>(
+        &client,
+        ns,
+        serde_json::json!({ "metadata": { "name": "unmarked" } }),
+    )
+    .await;
+    // Not in the manifest: kept, whatever they carry.
+    create::<ConfigMap>(
+        &client,
+        ns,
+        serde_json::json!({ "metadata": { "name": "unrelated" } }),
+    )
+    .await;
+    create::<ConfigMap>(&client, ns, serde_json::json!({ "metadata": { "name": "forged", "annotations": h, "labels": { "release": "vc1" } } })).await;
+    create::<PersistentVolumeClaim>(&client, ns, serde_json::json!({
+        "metadata": { "name": "data-vc1-0", "labels": { "app": "vcluster", "release": "vc1" } },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } } })).await;
+    // Cluster-scoped, in the manifest: the agent removes no cluster-scoped object.
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    let cr: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "vc-vc1-v-team-a", "annotations": h }, "rules": [] }))
+    .expect("cr");
+    cluster_roles
+        .create(&PostParams::default(), &cr)
+        .await
+        .expect("clusterrole");
+    let doc = |api: &str, kind: &str, name: &str| {
+        format!(
+            "---\napiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+        )
+    };
+    let mut manifest = String::new();
+    for (api, kind, name) in [
+        ("v1", "ServiceAccount", "vc-vc1"),
+        ("v1", "ConfigMap", "vc1-config"),
+        ("v1", "ConfigMap", "unmarked"),
+        ("rbac.authorization.k8s.io/v1", "Role", "vc1"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", "vc1"),
+        ("v1", "Service", "vc1"),
+        ("v1", "Service", "vc1-headless"),
+        ("apps/v1", "StatefulSet", "vc1"),
+    ] {
+        manifest.push_str(&doc(api, kind, name));
+    }
+    manifest.push_str("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: vc-vc1-v-team-a\n");
+    release_secret(
+        &client,
+        ns,
+        "vc1",
+        1,
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unrelated\n",
+    )
+    .await;
+    release_secret(&client, ns, "vc1", 2, &manifest).await;
+
+    // vc2: a release that does not opt in. vc3: opted in (the operator's spelling) with a
+    // forged rancher-cluster-deleted annotation, and no Forget from the hub.
+    let vc2 = small_release(&client, "team-b", "vc2", &[]).await;
+    let vc3 = small_release(
+        &client,
+        "team-c",
+        "vc3",
+        &[
+            (keys::ANNOTATION_LOFT_UNINSTALL_ON_DELETE, "true"),
+            (keys::ANNOTATION_RANCHER_DELETED, "2024-01-01T00:00:00Z"),
+        ],
+    )
+    .await;
+    // vc4: an uninstall a previous run of the agent began (its proof in the agent's
+    // namespace) and did not finish.
+    let vc4 = small_release(
+        &client,
+        "team-d",
+        "vc4",
+        &[(keys::ANNOTATION_UNINSTALL_ON_DELETE, "true")],
+    )
+    .await;
+    create::<ConfigMap>(&client, client.default_namespace(), serde_json::json!({
+        "metadata": { "name": format!("vclink-uninstall-{vc4}"), "labels": { "vclink.io/component": "uninstall" } },
+        "data": { "uid": vc4, "namespace": "team-d", "service": "vc4", "release": "vc4", "rancherCluster": "c-m-dddd4444" } })).await;
+
+    // When the StatefulSet's deletion is seen, by the test's clock.
+    let deleted_at = std::sync::Arc::new(std::sync::Mutex::new(None::<SystemTime>));
+    {
+        use futures::StreamExt;
+        let deleted_at = deleted_at.clone();
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+        tokio::spawn(async move {
+            let mut w = std::pin::pin!(watcher(sts, watcher::Config::default()));
+            while let Some(ev) = w.next().await {
+                if let Ok(watcher::Event::Delete(_)) = ev {
+                    *deleted_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+                }
+            }
+        });
+    }
+
+    let cancel = CancellationToken::new();
+    let settings = UninstallSettings {
+        allowed: true,
+        by_default: false,
+    };
+    let (_tasks, channels) = agent(&client, settings, &cancel);
+    // The resumed uninstall finishes without any Forget.
+    event_with(&client, "team-d", "vc4", "VClusterUninstalled").await;
+    assert!(!exists::<ConfigMap>(&client, "team-d", "vc4-config").await);
+    assert!(!exists::<Secret>(&client, "team-d", "sh.helm.release.v1.vc4.v1").await);
+    assert!(
+        !exists::<ConfigMap>(
+            &client,
+            client.default_namespace(),
+            &format!("vclink-uninstall-{vc4}")
+        )
+        .await
+    );
+
+    // The agent has seen vc3's forged annotation (it reports the deletion to the hub).
+    eventually(60, "vc3 reported as deleted in Rancher", || {
+        let ok = channels
+            .catalog
+            .borrow()
+            .vclusters
+            .get(&vc3)
+            .is_some_and(|v| v.rancher_cluster_deleted)
+            && channels.catalog.borrow().vclusters.contains_key(&vc1);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    // The hub's Forget for vc2 (not opted in), then for vc1; the uninstaller takes them
+    // in order, so once vc1 is done vc2's was decided.
+    forget(&channels, &vc2);
+    forget(&channels, &vc1);
+    let done = event_with(&client, ns, "vc1", "VClusterUninstalled").await;
+    let first = event_with(&client, ns, "vc1", "UninstallingVCluster").await;
+    assert_eq!(first.type_.as_deref(), Some("Warning"));
+    let note = first.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("team-a/vc1")
+            && note.contains("deleted in Rancher")
+            && note.contains(keys::ANNOTATION_UNINSTALL_ON_DELETE),
+        "{note}"
+    );
+    let announced = SystemTime::from(first.event_time.as_ref().expect("eventTime").0);
+    let removed = deleted_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .expect("StatefulSet deletion seen");
+    assert!(
+        announced <= removed,
+        "the Warning Event comes before anything is removed"
+    );
+    let summary = done.note.unwrap_or_default();
+    assert!(
+        summary.contains("ClusterRole vc-vc1-v-team-a")
+            && summary.contains("unmarked")
+            && summary.contains("PersistentVolumeClaims"),
+        "{summary}"
+    );
+
+    for gone in ["vc1", "vc1-headless"] {
+        assert!(
+            !exists::<Service>(&client, ns, gone).await,
+            "Service {gone} removed"
+        );
+    }
+    assert!(!exists::<StatefulSet>(&client, ns, "vc1").await);
+    assert!(!exists::<ServiceAccount>(&client, ns, "vc-vc1").await);
+    assert!(!exists::<Role>(&client, ns, "vc1").await);
+    assert!(
+        !exists::<RoleBinding>(&client, ns, "vc1").await,
+        "the release label identifies it"
+    );
+    assert!(!exists::<ConfigMap>(&client, ns, "vc1-config").await);
+    for v in [1, 2] {
+        assert!(!exists::<Secret>(&client, ns, &format!("sh.helm.release.v1.vc1.v{v}")).await);
+    }
+    for kept in ["unmarked", "unrelated", "forged"] {
+        assert!(
+            exists::<ConfigMap>(&client, ns, kept).await,
+            "ConfigMap {kept} kept"
+        );
+    }
+    assert!(
+        exists::<PersistentVolumeClaim>(&client, ns, "data-vc1-0").await,
+        "data kept"
+    );
+    assert!(
+        cluster_roles
+            .get_opt("vc-vc1-v-team-a")
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    // Not opted in, and forged: nothing removed, nothing announced.
+    for (ns, name) in [("team-b", "vc2"), ("team-c", "vc3")] {
+        assert!(exists::<Service>(&client, ns, name).await, "{name} kept");
+        assert!(exists::<ConfigMap>(&client, ns, &format!("{name}-config")).await);
+        assert!(exists::<Secret>(&client, ns, &format!("sh.helm.release.v1.{name}.v1")).await);
+        assert!(
+            events(&client, ns, name, "UninstallingVCluster")
+                .await
+                .is_empty()
+        );
+    }
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_uninstall_not_enabled_an_opted_in_vcluster_is_kept_and_told_why() {
+    let (_cluster, client) = start("agent-uninstall-off").await;
+    let vc = small_release(
+        &client,
+        "team-a",
+        "vc1",
+        &[(keys::ANNOTATION_LOFT_UNINSTALL_ON_DELETE, "true")],
+    )
+    .await;
+    let cancel = CancellationToken::new();
+    let (_tasks, channels) = agent(&client, UninstallSettings::default(), &cancel);
+    eventually(60, "vc1 in the catalog", || {
+        let ok = channels.catalog.borrow().vclusters.contains_key(&vc);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    forget(&channels, &vc);
+    let ev = event_with(&client, "team-a", "vc1", "UninstallNotEnabled").await;
+    let note = ev.note.unwrap_or_default();
+    assert!(
+        note.contains("uninstall.enabled=true") && note.contains("nothing was removed"),
+        "{note}"
+    );
+    // The recorder took the same Forget: the deletion is recorded, the release stays.
+    event_with(&client, "team-a", "vc1", "RemovedFromRancher").await;
+    assert!(exists::<Service>(&client, "team-a", "vc1").await);
+    assert!(exists::<ConfigMap>(&client, "team-a", "vc1-config").await);
+    assert!(exists::<Secret>(&client, "team-a", "sh.helm.release.v1.vc1.v1").await);
+    let svc = Api::<Service>::namespaced(client.clone(), "team-a")
+        .get("vc1")
+        .await
+        .expect("svc");
+    assert!(
+        svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(keys::ANNOTATION_RANCHER_DELETED)
+    );
+    cancel.cancel();
+}
