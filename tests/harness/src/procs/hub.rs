@@ -26,6 +26,9 @@ pub struct HubOptions {
     pub admin: bool,
     /// `--fleet-workspace`.
     pub fleet_workspace: Option<String>,
+    /// More hub chart values (JSON object) the chart's RBAC is rendered with, e.g.
+    /// `fleetWorkspaceForProject` / `createFleetWorkspaces` (flags go in `extra_args`).
+    pub chart_values: Option<serde_json::Value>,
     /// `--removal-grace`.
     pub removal_grace: Option<Duration>,
     /// `--registration-tls-mode` (`auto`, `strict`, `system-store`, `insecure`).
@@ -103,9 +106,15 @@ impl HubProcess {
                 _ => None,
             };
             Some(
-                rbac::hub_identity(local, ws, managed_user, &kubeconfig)
-                    .await
-                    .context("running the hub under the hub chart's RBAC")?,
+                rbac::hub_identity_with(
+                    local,
+                    ws,
+                    managed_user,
+                    opts.chart_values.clone(),
+                    &kubeconfig,
+                )
+                .await
+                .context("running the hub under the hub chart's RBAC")?,
             )
         } else {
             let identity = opts

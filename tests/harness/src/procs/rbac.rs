@@ -70,7 +70,21 @@ pub fn render_rbac(case: &str, extra_values: &str) -> anyhow::Result<Vec<Object>
 /// renders it for `rancherCredential.mode=managed` (the hub issues its own Rancher Tokens
 /// for that User, `--rancher-user`).
 pub fn hub_rbac(workspace: &str, managed_user: Option<&str>) -> anyhow::Result<Vec<Object>> {
+    hub_rbac_with(workspace, managed_user, None)
+}
+
+/// [`hub_rbac`] with more chart values (a JSON object) merged over it.
+pub fn hub_rbac_with(
+    workspace: &str,
+    managed_user: Option<&str>,
+    extra: Option<serde_json::Value>,
+) -> anyhow::Result<Vec<Object>> {
     let mut values = serde_json::json!({ "fleetWorkspace": workspace });
+    if let Some(serde_json::Value::Object(m)) = extra {
+        for (k, v) in m {
+            values[k] = v;
+        }
+    }
     if let Some(user) = managed_user {
         values["rancherCredential"] = serde_json::json!({"mode": "managed", "userName": user});
     }
@@ -201,9 +215,21 @@ pub async fn hub_identity(
     managed_user: Option<&str>,
     kubeconfig: &Path,
 ) -> anyhow::Result<vclink_proto::Secret> {
+    hub_identity_with(local, workspace, managed_user, None, kubeconfig).await
+}
+
+/// [`hub_identity`] with the chart's RBAC rendered with more values (a JSON object).
+pub async fn hub_identity_with(
+    local: &Cluster,
+    workspace: &str,
+    managed_user: Option<&str>,
+    extra: Option<serde_json::Value>,
+    kubeconfig: &Path,
+) -> anyhow::Result<vclink_proto::Secret> {
     let ws = workspace.to_owned();
     let user = managed_user.map(str::to_owned);
-    let objs = tokio::task::spawn_blocking(move || hub_rbac(&ws, user.as_deref())).await??;
+    let objs =
+        tokio::task::spawn_blocking(move || hub_rbac_with(&ws, user.as_deref(), extra)).await??;
     apply(local, &objs).await?;
     let token = service_account_token(
         local,
