@@ -95,3 +95,31 @@ fn values_the_hub_would_refuse_are_refused_at_install() {
         );
     }
 }
+
+#[test]
+fn the_mirror_is_on_and_label_sync_off_by_default_and_values_become_its_flags() {
+    let r = render_values("{}\n");
+    assert_eq!(r.schema_error, None);
+    let env = hub_env(&objects("hub-default", &r).expect("objects"));
+    assert_eq!(get(&env, "VCLINK_RANCHER_MIRROR"), Some("true"));
+    assert_eq!(
+        get(&env, "VCLINK_SYNC_LABELS_INCLUDE"),
+        None,
+        "label sync is off"
+    );
+    let r = render_values(
+        "rancherMirror:\n  syncLabels:\n    include: [team, org.example/*]\n    exclude: [org.example/private]\n",
+    );
+    assert_eq!(r.schema_error, None);
+    let env = hub_env(&objects("hub-default", &r).expect("objects"));
+    assert_eq!(
+        get(&env, "VCLINK_SYNC_LABELS_INCLUDE"),
+        Some("team,org.example/*")
+    );
+    assert_eq!(
+        get(&env, "VCLINK_SYNC_LABELS_EXCLUDE"),
+        Some("org.example/private")
+    );
+    let r = render_values("rancherMirror:\n  syncLabels:\n    include: [\"a*b\"]\n");
+    assert!(r.schema_error.is_some(), "`*` only at the end");
+}
