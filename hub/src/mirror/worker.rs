@@ -12,12 +12,13 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::MirrorSync;
 use super::desired::{self, Inputs, Mirror};
 use super::observed::{self, Desc, FIELD_MANAGER};
+use super::{Entry, LabelPolicy, MirrorSync};
 use crate::core::VcKey;
 use crate::core::proof::Trust;
 use crate::rancher::kinds::Kind;
+use crate::state::Hub;
 use vclink_proto::v1::State;
 
 /// How long a notification waits before it is looked at: changes within it become one
@@ -55,7 +56,10 @@ pub(crate) async fn run(
         _ = shutdown.cancelled() => return,
     }
     while let Some(key) = sync.queue.next(&shutdown).await {
-        match plan(&sync, &key) {
+        let found = plan(&sync.hub, &sync.policy, &key, |id| {
+            sync.seen().get(id).copied()
+        });
+        match found {
             None => sync.queue.succeeded(&key),
             Some(w) => match write(&sync, &w).await {
                 Ok(()) => sync.queue.succeeded(&key),
@@ -77,8 +81,13 @@ pub(crate) async fn run(
 /// The write `key` needs, if any: `None` when nothing differs, or when there is nothing
 /// the hub may write (no proven cluster mapped to this vCluster, no live report, no
 /// state sent yet, the cluster not seen by the watch).
-pub(crate) fn plan(sync: &MirrorSync, key: &VcKey) -> Option<Write> {
-    let w = sync.hub.world();
+pub(crate) fn plan(
+    hub: &Hub,
+    policy: &LabelPolicy,
+    key: &VcKey,
+    seen: impl Fn(&str) -> Option<Entry>,
+) -> Option<Write> {
+    let w = hub.world();
     let prov = w.index.prov_for(key)?;
     if prov.trust != Trust::Proven || prov.deleting {
         return None;
@@ -93,18 +102,18 @@ pub(crate) fn plan(sync: &MirrorSync, key: &VcKey) -> Option<Write> {
     if *state == State::Unspecified {
         return None;
     }
-    let (seen, took) = {
-        let map = sync.seen();
-        let e = map.get(id)?;
-        (e.seen, e.took_description)
-    };
+    let Entry {
+        seen,
+        took_description: took,
+        ..
+    } = seen(id)?;
     let describe = match seen.desc {
         Desc::Empty | Desc::Ours => true,
         Desc::CreateText => !took,
         Desc::Theirs => false,
     };
     let mirror = desired::desired(
-        &sync.policy,
+        policy,
         &Inputs {
             host: &key.host,
             host_name: host_display_name(&w, &key.host),
@@ -177,3 +186,7 @@ pub(crate) async fn write(sync: &MirrorSync, w: &Write) -> Result<(), kube::Erro
 fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
