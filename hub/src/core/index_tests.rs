@@ -249,3 +249,37 @@ fn clusters_are_found_by_service_uid_and_by_vcluster_name() {
         0
     );
 }
+
+#[test]
+fn one_name_in_two_workspaces_is_two_clusters() {
+    // Names are unique only per namespace: a cluster of another vCluster with the same
+    // name in another Fleet workspace neither hides nor replaces ours.
+    let mut ix = Index::default();
+    let in_ws = |ns: &str, uid: &str| ProvCluster {
+        namespace: ns.into(),
+        ..prov("same-name", Some(key(uid)), Some(&format!("c-m-{uid}")))
+    };
+    ix.apply_prov(in_ws("ws-a", "u1"));
+    ix.apply_prov(in_ws("ws-b", "u2"));
+    assert_eq!(
+        ix.prov_for(&key("u1")).map(|p| p.namespace.as_str()),
+        Some("ws-a")
+    );
+    assert_eq!(
+        ix.prov_for(&key("u2")).map(|p| p.namespace.as_str()),
+        Some("ws-b")
+    );
+    assert_eq!(ix.name_use("ws-a", "same-name", &key("u1")), NameUse::Ours);
+    assert_eq!(ix.name_use("ws-b", "same-name", &key("u1")), NameUse::Other);
+    assert_eq!(ix.name_use("ws-c", "same-name", &key("u1")), NameUse::Free);
+    // A relist that still has both keeps both; the deletion of one is only that one.
+    ix.replace_prov(vec![in_ws("ws-a", "u1"), in_ws("ws-b", "u2")]);
+    assert!(ix.prov_for(&key("u1")).is_some() && ix.prov_for(&key("u2")).is_some());
+    assert_eq!(ix.delete_prov("ws-b/same-name"), vec![key("u2")]);
+    assert!(ix.prov_for(&key("u2")).is_none());
+    assert_eq!(
+        ix.prov_for(&key("u1")).map(|p| p.namespace.as_str()),
+        Some("ws-a")
+    );
+    assert!(!ix.is_user_deleted(&key("u1")));
+}

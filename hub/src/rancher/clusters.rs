@@ -332,4 +332,36 @@ mod tests {
         );
         assert_eq!(o.metadata.namespace.as_deref(), Some("fleet-default"));
     }
+
+    #[test]
+    fn a_cluster_proven_in_one_workspace_is_not_proven_in_another() {
+        use crate::core::proof::{Subject, Trust, sign_both};
+        let pk = crate::testing::test_proof_key();
+        let key = VcKey::new("c-m-host0001", "0b6f7c52-8a8e-4c3f-9d51-3c1e2a4b5c6d");
+        let vc = VCluster {
+            uid: key.uid.clone(),
+            namespace: "team-a".into(),
+            name: "vc1".into(),
+            ..Default::default()
+        };
+        let mut o = build_cluster("vc1", "ws-a", &key, &vc, true);
+        o.metadata.uid = Some("obj-1".into());
+        let subject = Subject {
+            namespace: "ws-a",
+            name: "vc1",
+            host: &key.host,
+            svc_uid: &key.uid,
+        };
+        let signed = sign_both(&pk, &subject, 0, "obj-1");
+        let a = o.metadata.annotations.get_or_insert_default();
+        a.insert(ANNOTATION_PROOF.into(), signed.proof);
+        a.insert(ANNOTATION_PROOF_UID.into(), signed.proof_uid);
+        let proven = parse_prov(&o, &pk);
+        assert_eq!(proven.trust, Trust::Proven);
+        assert_eq!(proven.at(), "ws-a/vc1");
+        // The same object (labels, proofs, even UID) read in workspace B.
+        o.metadata.namespace = Some("ws-b".into());
+        let copied = parse_prov(&o, &pk);
+        assert!(!copied.trust.is_proven(), "{:?}", copied.trust);
+    }
 }
