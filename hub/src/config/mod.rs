@@ -71,8 +71,9 @@ pub enum LogFormat {
     long_about,
     after_long_help = "Example:\n  vclink-hub --tls-cert-file /etc/vclink/tls.crt --tls-key-file /etc/vclink/tls.key \\\n    \
 --rancher-url https://rancher.example.com --rancher-token-file /etc/vclink/rancher/token\n\n\
-Needs, in Rancher's local cluster: provisioning.cattle.io clusters in the workspace namespace \
-(get/list/watch/create/patch/delete); management.cattle.io clusters (list/watch/patch), \
+Needs, in Rancher's local cluster: provisioning.cattle.io clusters (list/watch in all namespaces; \
+get/create/patch/delete in the Fleet workspaces used; fleetworkspaces create with \
+--create-fleet-workspaces); management.cattle.io clusters (list/watch/patch), \
 clusterregistrationtokens named default-token and settings (list/watch); Secrets named \
 crt-token-default-token (list/watch); with owner sync, projects, projectroletemplatebindings and \
 clusterroletemplatebindings (list/watch) and clusterroletemplatebindings (get/create/delete). \

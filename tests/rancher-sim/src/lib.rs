@@ -5,7 +5,9 @@
 //!
 //! # Simulated (model section)
 //! - §1 CRDs for every kind listed (open schemas, fields where upstream puts them);
-//!   `fleet-default`/`fleet-local` namespaces and FleetWorkspaces; built-in RoleTemplates
+//!   `fleet-default`/`fleet-local` namespaces and FleetWorkspaces (every other
+//!   FleetWorkspace gets its namespace created after it, as Rancher does: until then a
+//!   provisioning cluster cannot be created there); built-in RoleTemplates
 //!   (`cluster-owner`, `cluster-member`, `project-owner`, `project-member`, `read-only`,
 //!   plus the hidden `view` they inherit); Settings `cacerts`, `agent-tls-mode`, `server-url`.
 //! - §2 Provisioning cluster → management cluster `c-m-xxxxxxxx` (labels/annotations
