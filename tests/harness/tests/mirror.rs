@@ -246,6 +246,31 @@ async fn labels_quota_and_state_are_mirrored_onto_the_rancher_cluster_and_fleet(
     })
     .await?;
 
+    // The hub runs under the chart's RBAC (E2eEnv's default): it may patch management
+    // clusters but not create one, so its apply cannot make a cluster that is gone.
+    let token = env
+        .hub
+        .kube_token()
+        .expect("the hub's ServiceAccount token");
+    let as_hub: Api<DynamicObject> = Api::all_with(
+        env.local.client_with_token(token.expose()).await?,
+        &vclink_harness::env::management_cluster(),
+    );
+    let made = as_hub
+        .patch(
+            "c-m-madeup01",
+            &PatchParams::apply("vclink-mirror").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+                "metadata": {"name": "c-m-madeup01", "labels": {"team": "x"}}}),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(&made, Err(kube::Error::Api(e)) if e.code == 403),
+        "an apply as the hub must not create a management cluster: {made:?}"
+    );
+
     // Converged: an idle period writes nothing.
     let before = mirror_writes(&env).await?;
     assert!(before > 0, "the mirror wrote through the counted path");
