@@ -136,6 +136,34 @@ pub async fn start_hub(
     if hub_has_flag("--agent-auth") {
         extra.push("--agent-auth=trust-claimed".into());
     }
+    // Every simulated agent dials from 127.0.0.1, where real agents come from as many
+    // addresses: the per-address edge caps get the whole of the global ones.
+    for (flag, value) in [
+        ("--max-tls-handshakes-per-peer", 128),
+        ("--max-unauthenticated-streams-per-peer", 256),
+    ] {
+        if hub_has_flag(flag) {
+            extra.push(format!("{flag}={value}"));
+        }
+    }
+    // The proof key lives where the bulk stand-in can write it before the hub starts.
+    if hub_has_flag("--proof-key-namespace") {
+        let ns: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": crate::bulk::PROOF_KEY_NAMESPACE}}),
+        )?;
+        match Api::<Namespace>::all(local.client().await?)
+            .create(&PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("creating the proof key's namespace"),
+        }
+        extra.push(format!(
+            "--proof-key-namespace={}",
+            crate::bulk::PROOF_KEY_NAMESPACE
+        ));
+    }
     let opts = HubOptions {
         identity: Some(local.issue_identity(HUB_USER, &["system:masters"])),
         fleet_workspace: Some(WORKSPACE.into()),

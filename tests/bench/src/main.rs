@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod attack;
+mod bulk;
 mod env;
 mod faultproxy;
 mod faults;
@@ -14,6 +15,7 @@ mod loadgen;
 mod measure;
 mod player;
 mod report;
+mod restart;
 mod scenario;
 
 use std::path::PathBuf;
@@ -38,9 +40,20 @@ pub struct Args {
     /// Registrations held back until every one is waiting for its token, then measured.
     #[arg(long, default_value_t = 1_000)]
     pub in_flight: usize,
-    /// The brief's full scale: 2,000 agents × 50,000 vClusters (slow on a small machine).
+    /// Full scale: 2,000 agents × 50,000 vClusters, of which all but the `--in-flight`
+    /// ones are pre-populated by the bulk stand-in (unless `--bulk` says otherwise), and
+    /// `--abort-minutes` 45 unless given.
     #[arg(long)]
     pub full: bool,
+    /// vClusters whose Rancher objects the bulk stand-in writes in their steady state
+    /// before the hub starts (imported and connected; no controllers run for them). The
+    /// others go through the hub and the benchmark's Rancher player. Default 0 (none),
+    /// with `--full` everything but `--in-flight`.
+    #[arg(long)]
+    pub bulk: Option<usize>,
+    /// vClusters the bulk stand-in writes in parallel (4 requests each).
+    #[arg(long, default_value_t = 48)]
+    pub bulk_parallel: usize,
     /// vCluster Services watched by the real agent (0 skips the agent benchmark).
     #[arg(long, default_value_t = 500)]
     pub services: usize,
@@ -88,9 +101,10 @@ pub struct Args {
     /// `--hostile`: genuine simulated agents reconnecting during the attack.
     #[arg(long, default_value_t = 200)]
     pub hostile_genuine: usize,
-    /// Abort a mode past this many minutes (everything started is stopped).
-    #[arg(long, default_value_t = 15)]
-    pub abort_minutes: u64,
+    /// Abort a mode past this many minutes (everything started is stopped). Default 15,
+    /// with `--full` 45.
+    #[arg(long)]
+    pub abort_minutes: Option<u64>,
     /// Directory for results.json / results.txt.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -115,9 +129,17 @@ fn main() -> ExitCode {
     if args.full {
         args.agents = 2_000;
         args.vclusters = 50_000;
+        args.bulk = Some(
+            args.bulk
+                .unwrap_or(args.vclusters.saturating_sub(args.in_flight)),
+        );
+        args.abort_minutes = Some(args.abort_minutes.unwrap_or(45));
     }
-    if args.agents == 0 || args.in_flight > args.vclusters {
-        eprintln!("vclink-bench: need --agents ≥ 1 and --in-flight ≤ --vclusters");
+    let bulk = args.bulk.unwrap_or(0);
+    if args.agents == 0 || args.in_flight + bulk > args.vclusters {
+        eprintln!(
+            "vclink-bench: need --agents ≥ 1 and --in-flight + --bulk ≤ --vclusters (the bulk stand-in's vClusters are already connected, so none of them can be measured in flight)"
+        );
         return ExitCode::FAILURE;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -133,7 +155,7 @@ fn main() -> ExitCode {
     // On ctrl-c / SIGTERM the run is dropped, which stops the hub, the agent and the
     // API servers it started.
     let run = async {
-        let limit = Duration::from_secs(args.abort_minutes * 60);
+        let limit = Duration::from_secs(args.abort_minutes.unwrap_or(15) * 60);
         let mode = async {
             if args.faults {
                 faults::run(&args).await

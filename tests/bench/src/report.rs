@@ -141,6 +141,10 @@ pub struct Restart {
     pub hub_api_requests: Vec<(String, f64)>,
     /// RSS of the new process when settled.
     pub rss: Rss,
+    /// CPU seconds (utime + stime) of the new process from its start to settled.
+    pub cpu_seconds: f64,
+    /// gRPC messages both ways at the simulated agents from the kill to settled.
+    pub messages: u64,
 }
 
 /// Everything.
@@ -166,6 +170,18 @@ pub struct Results {
     pub binary_bytes: Vec<(String, u64)>,
     /// Problems seen during the run (stream errors, player errors, timeouts).
     pub notes: Vec<String>,
+    /// What the bulk stand-in wrote, if it ran.
+    pub bulk: Option<crate::bulk::BulkStats>,
+    /// The hub's `vclink_hub_api_requests_total` by verb, change from the full
+    /// snapshots to convergence.
+    pub converge_hub_requests: Vec<(String, f64)>,
+    /// Machine load at stages of the run (stage, text).
+    pub load: Vec<(String, String)>,
+}
+
+/// Whether the run had the full scale (2,000 agents × 50,000 vClusters or more).
+fn full_scale(s: &Scale) -> bool {
+    s.agents >= 2_000 && s.vclusters >= 50_000
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -195,9 +211,25 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "agent flags added by the benchmark: {}\n",
+        "agent flags added by the benchmark: {}",
         s.agent_flags.join(" ")
     );
+    if let Some(b) = &r.bulk {
+        let _ = writeln!(
+            o,
+            "BULK STAND-IN: {} of the {} vClusters were pre-populated in their steady state (imported, connected) by the load generator before the hub started — {} requests in {:.0} s, {} in parallel, no controllers; the other {} went through the hub's real path",
+            b.vclusters,
+            s.vclusters,
+            b.requests,
+            b.seconds,
+            b.parallel,
+            s.vclusters - b.vclusters
+        );
+    }
+    for (stage, text) in &r.load {
+        let _ = writeln!(o, "machine ({stage}): {text}");
+    }
+    let _ = writeln!(o);
 
     let m = &r.hub_memory;
     let _ = writeln!(
@@ -231,16 +263,33 @@ pub fn render(r: &Results) -> String {
         "   convergence (full snapshots → every vCluster connected, incl. the benchmark playing Rancher): {:.1} s",
         m.convergence_seconds
     );
+    if full_scale(s) {
+        let _ = writeln!(
+            o,
+            "   MEASURED at {} agents × {} vClusters: VmRSS after convergence {:.1} MiB, peak VmHWM {:.1} MiB — target ≤ {TARGET_HUB_MIB} MiB: {}",
+            s.agents,
+            s.vclusters,
+            m.converged.rss_mib(),
+            m.idle_end.hwm_mib(),
+            verdict(m.idle_end.hwm_mib() <= TARGET_HUB_MIB)
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "   EXTRAPOLATION (linear, not measured) to 2,000 agents × 50,000 vClusters: {:.0} MiB — target ≤ {TARGET_HUB_MIB} MiB: {}",
+            m.extrapolated_2000x50000_mib,
+            verdict(m.extrapolated_2000x50000_mib <= TARGET_HUB_MIB)
+        );
+        let _ = writeln!(
+            o,
+            "   measured VmHWM at this scale: {:.1} MiB",
+            m.idle_end.hwm_mib()
+        );
+    }
     let _ = writeln!(
         o,
-        "   EXTRAPOLATION (linear, not measured) to 2,000 agents × 50,000 vClusters: {:.0} MiB — target ≤ {TARGET_HUB_MIB} MiB: {}",
-        m.extrapolated_2000x50000_mib,
-        verdict(m.extrapolated_2000x50000_mib <= TARGET_HUB_MIB)
-    );
-    let _ = writeln!(
-        o,
-        "   measured VmHWM at this scale: {:.1} MiB\n",
-        m.idle_end.hwm_mib()
+        "   hub API requests from the full snapshots to convergence (vclink_hub_api_requests_total by verb): {:?}\n",
+        r.converge_hub_requests
     );
 
     let l = &r.latency;
@@ -386,7 +435,10 @@ pub fn render(r: &Results) -> String {
     if let Some(rs) = &r.restart {
         let _ = writeln!(
             o,
-            "6. HUB RESTART AT THIS SCALE (kill -9, start the same hub again)"
+            "6. HUB RESTART AT {} SCALE, {} agents × {} vClusters (kill -9, start the same hub again)",
+            if full_scale(s) { "FULL" } else { "THIS" },
+            s.agents,
+            s.vclusters
         );
         let _ = writeln!(
             o,
@@ -422,8 +474,12 @@ pub fn render(r: &Results) -> String {
         );
         let _ = writeln!(
             o,
-            "   new process's VmRSS when settled: {:.1} MiB\n",
-            rs.rss.rss_mib()
+            "   new process: VmRSS when settled {:.1} MiB (VmHWM {:.1}); {:.2} CPU-s for {} messages → {:.3} CPU-s per 1,000 messages (incl. its initial lists)\n",
+            rs.rss.rss_mib(),
+            rs.rss.hwm_mib(),
+            rs.cpu_seconds,
+            rs.messages,
+            per(rs.cpu_seconds, rs.messages)
         );
     }
     let _ = writeln!(o, "7. BINARY SIZES (release profile)");

@@ -1,12 +1,15 @@
-//! The benchmark sequence, one environment for all four measurements:
-//! 1. local + downstream clusters (audited), Rancher APIs, the release hub; hub RSS at rest;
+//! The benchmark sequence, one environment for all measurements:
+//! 1. local + downstream clusters (audited), Rancher APIs; with `--bulk`, the bulk
+//!    stand-in's vClusters written in their steady state ([`crate::bulk`]); the release
+//!    hub; hub RSS at rest;
 //! 2. the real agent with `--services` vCluster Services, until all are `connected`;
 //! 3. N simulated agents with empty snapshots (per-agent memory), then the full
 //!    snapshots of M vClusters; K of them are held at "waiting for registration token";
 //! 4. the K tokens are written and each Register's arrival timed;
 //! 5. after everything is connected and the hub's API counter stands still, an idle
 //!    window in which the audit logs count every request of the hub and the agent and
-//!    both processes' memory is sampled.
+//!    both processes' memory is sampled;
+//! 6. the hub killed and started again at this scale ([`crate::restart`]).
 //!
 //! Waits have deadlines and print progress; nothing is asserted — the numbers are the output.
 
@@ -20,17 +23,17 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vclink_harness::HubProcess;
-use vclink_proto::v1::State;
+use vclink_proto::v1::{State, VCluster};
 
 use crate::Args;
 use crate::env::{self, AGENT_USER, HUB_USER, REAL_AGENT_CLUSTER, WORKSPACE};
 use crate::loadgen::{HubTarget, LoadGen, fake_agents};
-use crate::measure::{Rss, count_requests, cpu_seconds, percentiles, writes_only};
+use crate::measure::{Rss, count_requests, cpu_seconds, percentiles};
 use crate::player::{Player, write_token};
-use crate::report::{self, AgentMemory, Cpu, Restart, Results, Scale};
+use crate::report::{self, AgentMemory, Cpu, Results, Scale};
 
 /// Waits until `done()` is true, printing `progress()` every 10 s.
-async fn wait_until(
+pub(crate) async fn wait_until(
     what: &str,
     timeout: Duration,
     mut done: impl AsyncFnMut() -> bool,
@@ -60,7 +63,7 @@ async fn wait_until(
     }
 }
 
-fn rss(pid: Option<u32>) -> Rss {
+pub(crate) fn rss(pid: Option<u32>) -> Rss {
     pid.and_then(|p| Rss::of(p).ok()).unwrap_or_default()
 }
 
@@ -76,28 +79,59 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-async fn hub_metric(hub: &HubProcess, name: &str) -> f64 {
+pub(crate) async fn hub_metric(hub: &HubProcess, name: &str) -> f64 {
     hub.metrics()
         .await
         .map(|t| metric_sum(&t, name))
         .unwrap_or(f64::NAN)
 }
 
-/// Every `stride`-th vCluster (by global index) is held, K in all.
-fn held_uids(agents: &[crate::loadgen::FakeAgent], k: usize) -> HashSet<String> {
+/// `k` of `all`, every `len/k`-th, in order.
+fn spread<'a>(all: &[&'a str], k: usize) -> Vec<&'a str> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let stride = (all.len() / k).max(1);
+    all.iter().step_by(stride).take(k).copied().collect()
+}
+
+/// Which vClusters go through the hub and the Rancher player (`real`: every
+/// (M/real)-th by global index) and which of those are held for the latency phase (K
+/// of them, spread the same way); the rest are the bulk stand-in's.
+fn choose(
+    agents: &[crate::loadgen::FakeAgent],
+    real: usize,
+    k: usize,
+) -> (HashSet<String>, HashSet<String>) {
     let all: Vec<&str> = agents
         .iter()
         .flat_map(|a| a.vclusters.iter().map(|v| v.uid.as_str()))
         .collect();
-    if k == 0 {
-        return HashSet::new();
-    }
-    let stride = (all.len() / k).max(1);
-    all.iter()
-        .step_by(stride)
-        .take(k)
-        .map(|s| s.to_string())
-        .collect()
+    let real = spread(&all, real);
+    let held = spread(&real, k);
+    let own = |v: Vec<&str>| v.into_iter().map(String::from).collect();
+    (own(real), own(held))
+}
+
+/// `/proc/loadavg` and how many compilers run, for the report (the machine is shared).
+fn machine_load(stage: &str) -> (String, String) {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let avg: Vec<&str> = avg.split_whitespace().take(3).collect();
+    let compilers = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .filter(|c| matches!(c.trim(), "rustc" | "cc1" | "cc1plus" | "ld" | "go"))
+                .count()
+        })
+        .unwrap_or(0);
+    (
+        stage.to_string(),
+        format!(
+            "load average {} (1/5/15 min); compiler processes running: {compilers}",
+            avg.join(" ")
+        ),
+    )
 }
 
 /// Runs everything; returns the readable report.
@@ -114,13 +148,45 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     let (local, down) = (local?, down?);
     env::install_rancher_apis(&local.cluster).await?;
 
+    let mut results = Results {
+        started_at,
+        ..Default::default()
+    };
+    results.load.push(machine_load("start"));
     let agents = fake_agents(args.agents, args.vclusters);
+    let bulk_n = args.bulk.unwrap_or(0);
+    let (real, held) = choose(&agents, args.vclusters - bulk_n, args.in_flight);
     env::opt_in_hosts(
         &local.cluster,
         std::iter::once(env::REAL_AGENT_CLUSTER.to_string())
             .chain(agents.iter().map(|a| a.cluster_id.clone())),
     )
     .await?;
+    let admin = local.cluster.client().await?;
+    if bulk_n > 0 {
+        let bulk: Vec<(String, VCluster)> = agents
+            .iter()
+            .flat_map(|a| {
+                a.vclusters
+                    .iter()
+                    .filter(|v| !real.contains(&v.uid))
+                    .map(|v| (a.cluster_id.clone(), v.clone()))
+            })
+            .collect();
+        eprintln!(
+            "[bench] bulk stand-in: writing the Rancher objects of {} vClusters in their steady state (no controllers)",
+            bulk.len()
+        );
+        let key = crate::bulk::install_proof_key(&admin).await?;
+        let stats =
+            crate::bulk::populate(&admin, WORKSPACE, &key, bulk, args.bulk_parallel).await?;
+        eprintln!(
+            "[bench] bulk stand-in: {} vClusters in {:.0} s",
+            stats.vclusters, stats.seconds
+        );
+        results.bulk = Some(stats);
+        results.load.push(machine_load("after the bulk stand-in"));
+    }
     let per_agent = agents.iter().map(|a| a.vclusters.len()).max().unwrap_or(0);
     let (mut hub, hub_flags) = env::start_hub(
         &local.cluster,
@@ -136,17 +202,12 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     } else {
         notes.push("hub run with --agent-auth=trust-claimed (insecure opt-in) so the simulated agents need no real tokens".into());
     }
-    let mut results = Results {
-        started_at,
-        ..Default::default()
-    };
     let cpu = |hub: &HubProcess| hub.pid().and_then(cpu_seconds).unwrap_or(f64::NAN);
     let cpu_start = cpu(&hub);
     tokio::time::sleep(Duration::from_secs(2)).await;
     results.hub_memory.baseline = rss(hub.pid());
 
     let cancel = CancellationToken::new();
-    let held = held_uids(&agents, args.in_flight);
     let player = Player::new(
         local.cluster.client().await?,
         WORKSPACE,
@@ -242,6 +303,11 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         t.sent.load(Ordering::Relaxed) + t.received.load(Ordering::Relaxed)
     };
     let (c0, n0) = (cpu(&hub), msgs(&lg.tracker));
+    let api_by_verb = async |h: &HubProcess| {
+        let text = h.metrics().await.unwrap_or_default();
+        crate::hostile::metric_by_label(&text, "vclink_hub_api_requests_total", "verb")
+    };
+    let api0 = api_by_verb(&hub).await;
     lg.send_full_snapshots();
     let (m, k) = (args.vclusters, held.len());
     let t = &lg.tracker;
@@ -260,6 +326,16 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     results.cpu.converge_messages = msgs(t) - n0;
     results.hub_memory.convergence_seconds = conv.as_secs_f64();
     results.hub_memory.converged = rss(hub.pid());
+    results.converge_hub_requests = api_by_verb(&hub)
+        .await
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - api0.get(&k).copied().unwrap_or(0.0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d != 0.0)
+        .collect();
+    results.load.push(machine_load("converged"));
 
     // Latency.
     eprintln!("[bench] writing {k} registration tokens");
@@ -373,6 +449,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         ..results.cpu
     };
     results.hub_memory.idle_end = rss(hub.pid());
+    results.load.push(machine_load("end of idle window"));
     let hours = args.idle_seconds as f64 / 3600.0;
     let local_log = std::fs::read_to_string(&local.audit_log).unwrap_or_default();
     let down_log = std::fs::read_to_string(&down.audit_log).unwrap_or_default();
@@ -392,18 +469,15 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         eprintln!(
             "[bench] hub restart: kill -9, start again, wait until everything is re-attached and connected"
         );
-        match restart(
-            &mut hub,
-            &local.audit_log,
-            want_agents,
-            (m + args.services) as f64,
-            timeout,
-        )
-        .await
-        {
+        let want = crate::restart::Want {
+            agents: want_agents,
+            connected: (m + args.services) as f64,
+        };
+        match crate::restart::run(&mut hub, &local.audit_log, &lg.tracker, want, timeout).await {
             Ok(r) => results.restart = Some(r),
             Err(e) => notes.push(format!("hub restart: {e:#}")),
         }
+        results.load.push(machine_load("after the restart"));
     }
 
     // Derived memory figures.
@@ -446,7 +520,10 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
             ));
         }
     }
-    notes.push("the benchmark plays Rancher itself (no simulator controllers): management cluster, status.clusterName, legacy registration token (one write), Connected after Register".into());
+    notes.push(format!("{} vClusters went through the hub's real path with the benchmark playing Rancher (no simulator controllers): provisioning cluster created by the hub, management cluster, status.clusterName, legacy registration token (one write), Register at the simulated agent, Connected", m - bulk_n));
+    if bulk_n > 0 {
+        notes.push(format!("BULK STAND-IN: {bulk_n} vClusters' Rancher objects (provisioning cluster with the hub's labels and both proofs signed with the hub's real key, status.clusterName/ready; management cluster Connected) were written by the load generator before the hub started, without controllers; the hub still judged, indexed and reported every one of them to its agent"));
+    }
     results.notes = notes;
 
     // Tear down.
@@ -462,65 +539,6 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     report::write(&args.out, &results)
 }
 
-/// Kills the hub (SIGKILL), starts it again and measures until every agent is attached
-/// and every vCluster connected, then counts the writes the restart caused.
-async fn restart(
-    hub: &mut HubProcess,
-    audit_log: &std::path::Path,
-    want_agents: f64,
-    want_connected: f64,
-    timeout: Duration,
-) -> anyhow::Result<Restart> {
-    let since = Timestamp::now();
-    let t0 = Instant::now();
-    hub.kill().await;
-    hub.start_again().await.context("starting the hub again")?;
-    let mut r = Restart {
-        ready_seconds: t0.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-    let h = &*hub;
-    wait_until(
-        "every agent re-attached",
-        timeout,
-        async || hub_metric(h, "vclink_hub_agents_connected").await >= want_agents,
-        String::new,
-    )
-    .await?;
-    r.attached_seconds = t0.elapsed().as_secs_f64();
-    let settled = wait_until(
-        "every vCluster connected and nothing else",
-        Duration::from_secs(300),
-        async || {
-            let text = h.metrics().await.unwrap_or_default();
-            let by = crate::hostile::metric_by_label(&text, "vclink_hub_vclusters", "state");
-            let connected = by.get("connected").copied().unwrap_or(0.0);
-            let others: f64 = by
-                .iter()
-                .filter(|(k, _)| *k != "connected")
-                .map(|(_, v)| v)
-                .sum();
-            connected >= want_connected && others == 0.0
-        },
-        String::new,
-    )
-    .await;
-    if settled.is_ok() {
-        r.settled_seconds = Some(t0.elapsed().as_secs_f64());
-    }
-    r.rss = rss(h.pid());
-    // Writes that follow the settle (a late resync, a status patch) still count.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let log = std::fs::read_to_string(audit_log).unwrap_or_default();
-    r.writes = writes_only(&count_requests(&log, HUB_USER, since, Timestamp::now()));
-    let text = h.metrics().await.unwrap_or_default();
-    r.hub_api_requests =
-        crate::hostile::metric_by_label(&text, "vclink_hub_api_requests_total", "verb")
-            .into_iter()
-            .collect();
-    Ok(r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,10 +550,12 @@ mod tests {
     }
 
     #[test]
-    fn held_vclusters_are_spread() {
+    fn held_vclusters_are_spread_and_inside_the_real_path() {
         let a = fake_agents(4, 100);
-        let h = held_uids(&a, 10);
-        assert_eq!(h.len(), 10);
-        assert!(held_uids(&a, 0).is_empty());
+        let (real, held) = choose(&a, 20, 10);
+        assert_eq!((real.len(), held.len()), (20, 10));
+        assert!(held.is_subset(&real));
+        let (real, held) = choose(&a, 100, 0);
+        assert_eq!((real.len(), held.len()), (100, 0));
     }
 }
