@@ -3,7 +3,8 @@
 # vclink-bench against real kube-apiservers; results go to target/bench/results.json and
 # target/bench/results.txt (and are printed). Arguments are passed to vclink-bench, e.g.
 #   ./bench.sh                                # 200 agents × 5,000 vClusters (a few minutes)
-#   ./bench.sh --full                         # 2,000 agents × 50,000 vClusters (slow)
+#   ./bench.sh --full                         # 2,000 agents × 50,000 vClusters (~30 min): 49,000 of them
+#                                             # pre-populated by the bulk stand-in, 1,000 through the hub
 #   ./bench.sh --hostile                      # hostile clients vs. the hub (~4 min, loopback)
 #   ./bench.sh --faults                       # fault report: case → outcome, "N passed, M failed"
 # Every mode ends with the hub restarted (kill -9) at its scale unless --no-restart, and
