@@ -472,4 +472,23 @@ mod tests {
             assert!(s[k].as_str().unwrap().contains("{token}"), "{k}");
         }
     }
+
+    #[test]
+    fn fleet_labels_are_the_management_labels_minus_cattle_keys() {
+        let m: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "management.cattle.io/v3", "kind": "Cluster",
+            "metadata": {"name": "c-m-abc", "labels": {
+                "team": "a", "org.example/cost": "42",
+                "provisioning.cattle.io/x": "no", "management.cattle.io/y": "no",
+                "vclink.io/vcluster": "true"}}}))
+        .unwrap();
+        let l = fleet_labels(&m, "c-m-abc", "vc1");
+        assert_eq!(l["team"], "a");
+        assert_eq!(l["org.example/cost"], "42");
+        assert_eq!(l["vclink.io/vcluster"], "true");
+        assert!(l.get("provisioning.cattle.io/x").is_none());
+        assert!(l.get("management.cattle.io/y").is_none());
+        assert_eq!(l[keys::FLEET_CLUSTER_NAME], "c-m-abc");
+        assert_eq!(l[keys::FLEET_CLUSTER_DISPLAY_NAME], "vc1");
+    }
 }
