@@ -238,6 +238,11 @@ async fn run_fenced(
 ) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let workspaces = args.workspaces().map_err(anyhow::Error::msg)?;
+    if workspaces.has_display_names() {
+        tracing::warn!(
+            "--fleet-workspace-for-project has display-name entries: a project owner can rename their project to send their own new clusters to any workspace a display name reaches (docs/rancher.md, Fleet workspaces); use <cluster-id>:<p-id> entries for workspaces that must not receive them"
+        );
+    }
     let tls = grpc::tls::server_config(&args.tls_cert_file, &args.tls_key_file)?;
     rancher::check_apis(&client).await?;
     // The proof key before any watch: every cluster is judged with it from the first
