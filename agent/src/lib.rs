@@ -251,6 +251,7 @@ pub fn spawn_cluster_tasks_with(
     let (forgets_tx, forgets_rx) = latest::channel(link::MAX_PENDING);
     tasks.spawn(tee_forgets(
         hub_records_rx,
+        catalog_rx.clone(),
         records_tx.clone(),
         forgets_tx,
         cancel.clone(),
@@ -296,10 +297,13 @@ pub fn spawn_cluster_tasks_with(
 /// Forwards the hub's record ops to the recorder, and each `Forget` also to the
 /// uninstaller (which acts only on a `Forget`: the hub's word that a user deleted the
 /// Rancher cluster in Rancher). Both queues are latest-wins, so this never waits.
+/// The Service's `vclink.io/state` is taken from the catalog here, before the recorder
+/// marks the vCluster deleted.
 async fn tee_forgets(
     mut from_hub: latest::Receiver<record::RecordOp>,
+    catalog: watch::CatalogRx,
     recorder: latest::Sender<record::RecordOp>,
-    uninstaller: latest::Sender<record::RecordOp>,
+    uninstaller: latest::Sender<uninstall::Forgotten>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -307,10 +311,19 @@ async fn tee_forgets(
             _ = cancel.cancelled() => return,
             op = from_hub.recv() => match op { Some(op) => op, None => return },
         };
-        if matches!(op, record::RecordOp::Forget { .. })
-            && let Err(e) = uninstaller.push(op.clone())
-        {
-            warn!(error = %e, "dropping a Forget for the uninstaller");
+        if let record::RecordOp::Forget { uid, .. } = &op {
+            let state_before = catalog.borrow().services.get(uid).and_then(|f| {
+                f.annotations
+                    .get(vclink_proto::keys::ANNOTATION_STATE)
+                    .cloned()
+            });
+            let forgotten = uninstall::Forgotten {
+                uid: uid.clone(),
+                state_before,
+            };
+            if let Err(e) = uninstaller.push(forgotten) {
+                warn!(error = %e, "dropping a Forget for the uninstaller");
+            }
         }
         if let Err(e) = recorder.push(op) {
             warn!(error = %e, "dropping a record from the hub");

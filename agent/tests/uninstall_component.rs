@@ -27,6 +27,7 @@ use vclink_agent::record::RecordOp;
 use vclink_agent::uninstall::UninstallSettings;
 use vclink_agent::{ClusterTasks, spawn_cluster_tasks_with};
 use vclink_proto::keys;
+use vclink_proto::v1::State;
 
 mod support;
 use support::{create_namespace, eventually, job_settings};
@@ -164,6 +165,37 @@ async fn event_with(client: &Client, ns: &str, name: &str, reason: &str) -> Even
         events(client, ns, name, reason).await.into_iter().next()
     })
     .await
+}
+
+/// Plays the hub's Status: the vCluster is connected to Rancher cluster `id`, and waits
+/// until the Service records it.
+async fn connected(
+    client: &Client,
+    channels: &LinkChannels,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    id: &str,
+) {
+    channels
+        .records
+        .push(RecordOp::Status {
+            uid: uid.into(),
+            state: State::Connected,
+            message: String::new(),
+            rancher_cluster_id: id.into(),
+            cluster_name: format!("host-{ns}-{name}"),
+        })
+        .expect("queued");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually(60, &format!("{ns}/{name} recorded connected"), || {
+        let svcs = svcs.clone();
+        async move {
+            let a = svcs.get(name).await.ok()?.metadata.annotations?;
+            (a.get(keys::ANNOTATION_STATE)? == "connected").then_some(())
+        }
+    })
+    .await;
 }
 
 fn forget(channels: &LinkChannels, uid: &str) {
@@ -351,6 +383,13 @@ async fn an_opted_in_vcluster_is_uninstalled_on_the_hubs_word_only() {
         ],
     )
     .await;
+    let vc5 = small_release(
+        &client,
+        "team-e",
+        "vc5",
+        &[(keys::ANNOTATION_UNINSTALL_ON_DELETE, "true")],
+    )
+    .await;
     // vc4: an uninstall a previous run of the agent began (its proof in the agent's
     // namespace) and did not finish.
     let vc4 = small_release(
@@ -411,9 +450,21 @@ async fn an_opted_in_vcluster_is_uninstalled_on_the_hubs_word_only() {
         async move { ok.then_some(()) }
     })
     .await;
-    // The hub's Forget for vc2 (not opted in), then for vc1; the uninstaller takes them
-    // in order, so once vc1 is done vc2's was decided.
+    // vc1 and vc2 are imported (the hub's Status); vc5 never was (as after an un-import
+    // and re-inclusion, whose cluster the hub itself deleted).
+    connected(&client, &channels, ns, "vc1", &vc1, "c-m-aaaa1111").await;
+    connected(&client, &channels, "team-b", "vc2", &vc2, "c-m-bbbb2222").await;
+    // The hub's Forget for vc2 (not opted in), vc5, then vc1; the uninstaller takes
+    // them in order, so once vc1 is done the others were decided.
     forget(&channels, &vc2);
+    forget(&channels, &vc5);
+    let refused = event_with(&client, "team-e", "vc5", "UninstallRefused").await;
+    assert!(
+        refused
+            .note
+            .unwrap_or_default()
+            .contains("not taken for a user's")
+    );
     forget(&channels, &vc1);
     let done = event_with(&client, ns, "vc1", "VClusterUninstalled").await;
     let first = event_with(&client, ns, "vc1", "UninstallingVCluster").await;
@@ -421,6 +472,7 @@ async fn an_opted_in_vcluster_is_uninstalled_on_the_hubs_word_only() {
     let note = first.note.clone().unwrap_or_default();
     assert!(
         note.contains("team-a/vc1")
+            && note.contains("c-m-aaaa1111")
             && note.contains("deleted in Rancher")
             && note.contains(keys::ANNOTATION_UNINSTALL_ON_DELETE),
         "{note}"
@@ -477,8 +529,8 @@ async fn an_opted_in_vcluster_is_uninstalled_on_the_hubs_word_only() {
             .is_some()
     );
 
-    // Not opted in, and forged: nothing removed, nothing announced.
-    for (ns, name) in [("team-b", "vc2"), ("team-c", "vc3")] {
+    // Not opted in, forged, never imported: nothing removed, nothing announced.
+    for (ns, name) in [("team-b", "vc2"), ("team-c", "vc3"), ("team-e", "vc5")] {
         assert!(exists::<Service>(&client, ns, name).await, "{name} kept");
         assert!(exists::<ConfigMap>(&client, ns, &format!("{name}-config")).await);
         assert!(exists::<Secret>(&client, ns, &format!("sh.helm.release.v1.{name}.v1")).await);
@@ -508,6 +560,7 @@ async fn with_uninstall_not_enabled_an_opted_in_vcluster_is_kept_and_told_why() 
         async move { ok.then_some(()) }
     })
     .await;
+    connected(&client, &channels, "team-a", "vc1", &vc, "c-m-aaaa1111").await;
     forget(&channels, &vc);
     let ev = event_with(&client, "team-a", "vc1", "UninstallNotEnabled").await;
     let note = ev.note.unwrap_or_default();

@@ -50,6 +50,44 @@ pub enum Choice {
     No,
 }
 
+/// The hub's `Forget` for a vCluster, as the uninstaller gets it: with the Service's
+/// `vclink.io/state` as it was when the `Forget` arrived (before the recorder marks it
+/// deleted), which shows whether the vCluster was imported at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The Service's UID.
+    pub uid: String,
+    /// Its `vclink.io/state` before the `Forget`.
+    pub state_before: Option<String>,
+}
+
+impl crate::latest::Coalesce for Forgotten {
+    type Slot = ();
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+    fn slot(&self) {}
+}
+
+/// Whether `state` (the Service's `vclink.io/state` before the `Forget`) shows a vCluster
+/// that was imported into Rancher: only such a vCluster's cluster can have been deleted by
+/// a user. No state is a vCluster never imported or included again after an un-import
+/// (whose cluster the hub itself deleted); `excluded` is one not imported.
+pub fn was_imported(state: Option<&str>) -> bool {
+    use crate::record::ops::state;
+    matches!(
+        state,
+        Some(
+            state::PENDING
+                | state::REGISTERING
+                | state::CONNECTED
+                | state::DISCONNECTED
+                | state::ERROR
+                | state::DELETED_IN_RANCHER
+        )
+    )
+}
+
 /// The flag named in Events when the cluster-wide default asked.
 pub const DEFAULT_FLAG: &str = "--uninstall-on-cluster-delete";
 
@@ -86,6 +124,23 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn only_an_imported_vcluster_counts() {
+        for s in [
+            "pending",
+            "registering",
+            "connected",
+            "disconnected",
+            "error",
+            "deleted-in-rancher",
+        ] {
+            assert!(was_imported(Some(s)), "{s}");
+        }
+        assert!(!was_imported(None));
+        assert!(!was_imported(Some("excluded")));
+        assert!(!was_imported(Some("")));
     }
 
     #[test]

@@ -21,10 +21,9 @@ use vclink_proto::v1::exclusion::Kind as ExclusionKind;
 use super::note::{self, Markers, Pending};
 use super::release::{self, secret_selector};
 use super::select::{self, Candidate, Left};
-use super::{Choice, UninstallSettings, choice};
+use super::{Choice, Forgotten, UninstallSettings, choice, was_imported};
 use crate::latest;
 use crate::ratelimit::RateLimiter;
-use crate::record::RecordOp;
 use crate::watch::CatalogRx;
 
 /// Rounds of removal while deletions fail for reasons other than a refusal (the API
@@ -75,7 +74,7 @@ impl Uninstaller {
 
     /// Finishes what a previous run left, then handles `Forget`s until the queue closes
     /// or `cancel` fires.
-    pub async fn run(mut self, mut rx: latest::Receiver<RecordOp>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut rx: latest::Receiver<Forgotten>, cancel: CancellationToken) {
         if self.settings.allowed {
             match self.markers.pending().await {
                 Ok(list) => {
@@ -98,17 +97,16 @@ impl Uninstaller {
                 _ = cancel.cancelled() => return,
                 op = rx.recv() => match op { Some(op) => op, None => return },
             };
-            if let RecordOp::Forget { uid, .. } = op {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = self.forgotten(uid) => {}
-                }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.forgotten(op) => {}
             }
         }
     }
 
     /// The hub reported the vCluster's Rancher cluster deleted by a user in Rancher.
-    async fn forgotten(&mut self, uid: String) {
+    async fn forgotten(&mut self, op: Forgotten) {
+        let Forgotten { uid, state_before } = op;
         if self.handled.contains(&uid) {
             return;
         }
@@ -176,6 +174,17 @@ impl Uninstaller {
             self.event(&p, true, "UninstallRefused", &format!(
                 "Not uninstalling this vCluster: it is excluded from import, so the deletion of Rancher cluster {} \
                  is not taken for a user's. Nothing was removed.", p.cluster)).await;
+            return;
+        }
+        if !was_imported(state_before.as_deref()) {
+            // Only an imported vCluster's cluster can have been deleted by a user; one
+            // included again after an un-import has no state, and the cluster the hub
+            // deleted for the un-import is not a user's deletion.
+            self.event(&p, true, "UninstallRefused", &format!(
+                "Not uninstalling this vCluster: its Service did not show it imported into Rancher ({} was {}) \
+                 when the hub reported Rancher cluster {} deleted, so the deletion is not taken for a user's. \
+                 Nothing was removed.", keys::ANNOTATION_STATE,
+                state_before.as_deref().map_or("unset".to_string(), |s| format!("{s:?}")), p.cluster)).await;
             return;
         }
         if p.release != p.service {
