@@ -299,9 +299,27 @@ pub async fn assert_imported(
         .diag(env)?;
     let what = format!("vCluster {}/{}", vc.namespace(), vc.name());
 
-    // 1. Provisioning cluster.
-    let expected = vclink_proto::names::cluster_name(&host, vc.namespace(), vc.name(), 0);
-    assert_eq!(name, expected, "{what}: the Rancher cluster's name");
+    // 1. Provisioning cluster, named after the host's Rancher display name.
+    let host_mgmt = env
+        .management_cluster(&host)
+        .await?
+        .context("the host's management cluster")?;
+    let display = host_mgmt.data["spec"]["displayName"].as_str();
+    assert_eq!(
+        display,
+        Some(env.downstreams[i].name.as_str()),
+        "the simulator gives hosts a display name"
+    );
+    let expected = vclink_proto::names::cluster_name(
+        &vclink_proto::names::host_part(&host, display),
+        vc.namespace(),
+        vc.name(),
+        0,
+    );
+    assert_eq!(
+        name, expected,
+        "{what}: the Rancher cluster's name is <host display name>-<namespace>-<name>"
+    );
     assert!(
         name.len() <= 63 && vclink_proto::validate::is_dns1123_label(&name),
         "{name}"
