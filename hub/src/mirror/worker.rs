@@ -130,9 +130,10 @@ pub(crate) fn plan(
     })
 }
 
-/// The host cluster's name as Rancher shows it, when the hub knows it.
-fn host_display_name<'a>(_w: &'a crate::state::World, _host: &str) -> Option<&'a str> {
-    None
+/// The host cluster's name as Rancher shows it (`spec.displayName`), when the hub knows
+/// it.
+fn host_display_name<'a>(w: &'a crate::state::World, host: &str) -> Option<&'a str> {
+    w.index.mgmt(host)?.display_name.as_deref()
 }
 
 /// Sends one server-side apply of `w.mirror` as [`FIELD_MANAGER`] and records what the

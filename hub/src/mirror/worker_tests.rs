@@ -10,7 +10,7 @@ use vclink_proto::v1::{State, VCluster};
 
 use super::plan;
 use crate::core::VcKey;
-use crate::core::index::ProvCluster;
+use crate::core::index::{Conn, MgmtCluster, ProvCluster};
 use crate::core::proof::Trust;
 use crate::core::session::Effect;
 use crate::mirror::observed::{Desc, Seen};
@@ -91,9 +91,20 @@ fn seen_empty() -> HashMap<String, Entry> {
 #[test]
 fn a_proven_mapped_cluster_with_a_difference_is_written() {
     let (hub, key, _rx) = setup(Trust::Proven, Some(State::Connected));
+    hub.world().index.apply_mgmt(MgmtCluster {
+        id: HOST.into(),
+        conn: Conn::Connected,
+        host_opt_in: true,
+        nested_opt_in: false,
+        display_name: Some("prod-eu".into()),
+    });
     let seen = seen_empty();
     let w = plan(&hub, &policy(), &key, |id| seen.get(id).copied()).expect("a write");
     assert_eq!(w.id, MGMT);
+    assert_eq!(
+        w.mirror.annotations["vclink.io/host-cluster-name"],
+        "prod-eu"
+    );
     assert_eq!(w.mirror.labels.get("team").map(String::as_str), Some("a"));
     assert_eq!(
         w.mirror.description, None,
