@@ -6,7 +6,11 @@
 //! it itself (see `hub/src/core/decide.rs`). Nothing a tenant can write starts an
 //! uninstall: a hand-written `vclink.io/rancher-cluster-deleted` annotation only stops
 //! the import (the hub then never sends `Forget`); a hub restart, a disconnect, an
-//! un-import or the Service's deletion send none. The agent writes its own proof — a
+//! un-import or the Service's deletion send none. And only a vCluster its Service showed
+//! imported when the `Forget` came ([`was_imported`]) is uninstalled: one included again
+//! after an un-import has no state, so a hub that restarted while deleting the
+//! un-import's cluster, and took that deletion for a user's, cannot make the agent
+//! remove it. The agent writes its own proof — a
 //! ConfigMap `vclink-uninstall-<uid>` in its own namespace, where tenants cannot write —
 //! before removing anything, so an agent restarted mid-uninstall finishes the job (the
 //! hub does not repeat a `Forget` the Service already records).
