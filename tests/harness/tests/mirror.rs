@@ -146,7 +146,17 @@ async fn labels_quota_and_state_are_mirrored_onto_the_rancher_cluster_and_fleet(
     let a = annotations_of(&m);
     let host = env.downstream().cluster_id.clone();
     assert_eq!(a["vclink.io/host-cluster-id"], host);
-    assert!(a.contains_key("vclink.io/host-cluster-name"));
+    let host_name = env
+        .management_cluster(&host)
+        .await?
+        .and_then(|h| {
+            h.data
+                .pointer("/spec/displayName")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("the host's display name");
+    assert_eq!(a["vclink.io/host-cluster-name"], host_name);
     assert_eq!(a["vclink.io/vcluster-namespace"], "team-a");
     assert_eq!(a["vclink.io/vcluster-name"], "dev");
     assert_eq!(a["vclink.io/vcluster-version"], "0.21.1");
@@ -157,10 +167,10 @@ async fn labels_quota_and_state_are_mirrored_onto_the_rancher_cluster_and_fleet(
         a["vclink.io/quota"]
     );
     let description = m.data.pointer("/spec/description").and_then(|d| d.as_str());
-    assert!(
-        description
-            .is_some_and(|d| d.starts_with("vCluster team-a/dev on ") && d.ends_with("(v0.21.1)")),
-        "{description:?}"
+    assert_eq!(
+        description,
+        Some(format!("vCluster team-a/dev on {host_name} (v0.21.1)").as_str()),
+        "the create-time description becomes the full one"
     );
 
     // Labels: included ones arrive, the excluded, reserved and unlisted ones never.
