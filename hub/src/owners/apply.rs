@@ -395,16 +395,9 @@ fn label_value_ok(s: &str) -> bool {
 
 /// Counts and logs failures and hands the first to the vCluster's Status (cleared on
 /// success); the main reconcile sends the Status when it changed.
+/// A failure that is not retried (the hub's user does not own the cluster) is counted
+/// and logged only when the Status changes, not at every watch event that requeues it.
 fn report(owners: &Owners, key: &VcKey, errors: &[OwnerError]) {
-    for e in errors {
-        owners
-            .hub
-            .metrics
-            .owner_binding_errors
-            .get_or_create(&[("reason", e.reason())])
-            .inc();
-        tracing::warn!(host = %key.host, uid = %key.uid, reason = e.reason(), error = %e, "owner binding failed; retrying with backoff");
-    }
     let problem = errors.first().map(|e| {
         let more = match errors.len() {
             1 => String::new(),
@@ -416,6 +409,19 @@ fn report(owners: &Owners, key: &VcKey, errors: &[OwnerError]) {
             .collect::<String>()
     });
     let changed = owners.hub.world().index.set_owner_problem(key, problem);
+    for e in errors.iter().filter(|e| e.retryable() || changed) {
+        owners
+            .hub
+            .metrics
+            .owner_binding_errors
+            .get_or_create(&[("reason", e.reason())])
+            .inc();
+        if e.retryable() {
+            tracing::warn!(host = %key.host, uid = %key.uid, reason = e.reason(), error = %e, "owner binding failed; retrying with backoff");
+        } else {
+            tracing::warn!(host = %key.host, uid = %key.uid, reason = e.reason(), error = %e, "owner bindings of this vCluster wait for an administrator");
+        }
+    }
     if changed {
         owners.hub.queue.add(key.clone());
     }

@@ -127,6 +127,71 @@ fn label<'a>(o: &'a DynamicObject, k: &str) -> Option<&'a str> {
     o.metadata.labels.as_ref()?.get(k).map(String::as_str)
 }
 
+/// What the operator left behind for vCluster `vc`: its provisioning cluster, created as
+/// the operator's Rancher user with its labels, and its owner CRTBs for `members`
+/// (user, parent PRTB). Returns the cluster's object and management id.
+async fn operator_import(
+    env: &E2eEnv,
+    operator: &kube::Client,
+    project: &str,
+    vc: &vclink_harness::SimVCluster,
+    members: &[(&str, &str)],
+) -> anyhow::Result<(DynamicObject, String)> {
+    let c = env.local_client().await?;
+    let host = env.downstream().cluster_id.clone();
+    let uid = vc.service_uid();
+    let name = format!("{host}-{}-{}", vc.namespace(), vc.name());
+    let o: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": owners_support::WORKSPACE, "labels": {
+            "loft.sh/vcluster-service-uid": uid, "loft.sh/vcluster-host-cluster": host,
+            "loft.sh/vcluster-project-uid": "0d1e2f3a-project-uid", "loft.sh/vcluster-project": project}},
+        "spec": {}}))?;
+    let made = prov_api(operator.clone())
+        .create(&PostParams::default(), &o)
+        .await?;
+    let m: String = wait(
+        env,
+        &format!("the simulator to create the management cluster of {name}"),
+        || async {
+            anyhow::Ok(
+                prov_api(c.clone())
+                    .get(&name)
+                    .await?
+                    .data
+                    .pointer("/status/clusterName")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            )
+        },
+    )
+    .await?;
+    for (u, parent) in members {
+        let o = operator_crtb(&m, uid, u, ("loft.sh/parent-prtb", parent), "cluster-owner");
+        crtbs(operator, &m)
+            .create(&PostParams::default(), &serde_json::from_value(o)?)
+            .await?;
+    }
+    Ok((made, m))
+}
+
+/// Name → UID of the CRTBs in `m`.
+async fn uids(c: &kube::Client, m: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(crtbs(c, m)
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|o| {
+            (
+                o.metadata.name.clone().unwrap_or_default(),
+                o.metadata.uid.clone().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow::Result<()> {
     let mut env = guard_support::start(
@@ -169,49 +234,37 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
         .await?;
     let uid = vc.service_uid().to_string();
 
-    // What the operator left behind: its cluster, created as its Rancher user ...
-    let operator = operator_client(&env).await?;
-    let prov_name = format!("{host}-team-a-vc1");
-    let made: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
-        "metadata": {"name": prov_name, "namespace": owners_support::WORKSPACE, "labels": {
-            "loft.sh/vcluster-service-uid": uid, "loft.sh/vcluster-host-cluster": host,
-            "loft.sh/vcluster-project-uid": "0d1e2f3a-project-uid", "loft.sh/vcluster-project": p.id}},
-        "spec": {}}))?;
-    let made = prov_api(operator.clone())
-        .create(&PostParams::default(), &made)
+    // A second vCluster, to see what happens before the migration step that makes the
+    // hub's user owner of an adopted cluster.
+    let vc2 = env
+        .create_vcluster(0, VClusterSpec::new("team-a", "vc2").project(&project_id))
         .await?;
-    let m: String = wait(
+
+    // What the operator left behind: its clusters and owner bindings (for vc1 also one
+    // of a member whose PRTB is gone since).
+    let operator = operator_client(&env).await?;
+    let (made, m) = operator_import(
         &env,
-        "the simulator to create the operator's management cluster",
-        || async {
-            anyhow::Ok(
-                prov_api(c.clone())
-                    .get(&prov_name)
-                    .await?
-                    .data
-                    .pointer("/status/clusterName")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            )
-        },
+        &operator,
+        &p.id,
+        &vc,
+        &[
+            ("u-alice", "alice-owner"),
+            ("u-bob", "bob-member"),
+            ("u-gone", "gone-owner"),
+        ],
     )
     .await?;
-    // ... its owner bindings: the two members, and one whose PRTB is gone since.
+    let prov_name = made.metadata.name.clone().unwrap_or_default();
+    let (_, m2) = operator_import(
+        &env,
+        &operator,
+        &p.id,
+        &vc2,
+        &[("u-alice", "alice-owner"), ("u-bob", "bob-member")],
+    )
+    .await?;
     let mk = |o: Value| serde_json::from_value::<DynamicObject>(o);
-    for (u, parent) in [
-        ("u-alice", ("loft.sh/parent-prtb", "alice-owner")),
-        ("u-bob", ("loft.sh/parent-prtb", "bob-member")),
-        ("u-gone", ("loft.sh/parent-prtb", "gone-owner")),
-    ] {
-        crtbs(&operator, &m)
-            .create(
-                &PostParams::default(),
-                &mk(operator_crtb(&m, &uid, u, parent, "cluster-owner"))?,
-            )
-            .await?;
-    }
     // People's own bindings: without loft labels (one of them even for a member), and a
     // forgery with loft labels granting a role the operator never grants.
     add_crtb(&c, &m, "erins-own", "cluster-member", user("u-erin")).await?;
@@ -226,20 +279,8 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
     crtbs(&c, &m)
         .create(&PostParams::default(), &forged)
         .await?;
-    let before: BTreeMap<String, String> = crtbs(&c, &m)
-        .list(&Default::default())
-        .await?
-        .items
-        .iter()
-        .map(|o| {
-            (
-                o.metadata.name.clone().unwrap_or_default(),
-                o.metadata.uid.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-
-    // Migration step: the hub's Rancher user becomes owner of the adopted cluster.
+    // Migration step: the hub's Rancher user becomes owner of the adopted cluster (of
+    // vc1's only, for now).
     add_crtb(
         &c,
         &m,
@@ -248,9 +289,13 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
         user(vclink_harness::env::HUB_RANCHER_USER),
     )
     .await?;
+    let before = uids(&c, &m).await?;
+    let before2 = uids(&c, &m2).await?;
     let moments = record(c.clone(), &m);
-    wait(&env, "the CRTB watch to list", || async {
-        anyhow::Ok((!moments.lock().unwrap_or_else(|p| p.into_inner()).is_empty()).then_some(()))
+    let moments2 = record(c.clone(), &m2);
+    wait(&env, "the CRTB watches to list", || async {
+        let listed = |m: &Moments| !m.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        anyhow::Ok((listed(&moments) && listed(&moments2)).then_some(()))
     })
     .await?;
 
@@ -298,9 +343,8 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
             "{name} kept (never deleted and re-created)"
         );
         assert_eq!(label(&o, "vclink.io/managed-by"), Some("vclink"));
-        assert_eq!(
+        assert!(
             label(&o, "loft.sh/parent-prtb").is_some(),
-            true,
             "the operator's labels stay (rollback)"
         );
     }
@@ -335,7 +379,10 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
     assert_eq!(
         crtb_writes(&t),
         [0.0, 2.0, 1.0],
-        "CRTB create/patch/delete\n{t}"
+        "CRTB create/patch/delete: {:?}",
+        t.lines()
+            .filter(|l| l.starts_with("vclink_hub_owner_api_requests_total"))
+            .collect::<Vec<_>>()
     );
     let idle = counter(&t, "vclink_hub_owner_api_requests_total", "");
     vclink_harness::holds_for(
@@ -348,29 +395,103 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
     )
     .await?;
 
-    // A removed member loses the adopted binding.
-    let removed_at = Instant::now();
-    delete(&prtbs(&c, &ns), "alice-owner").await?;
-    wait(&env, "alice's adopted binding deleted", || async {
-        anyhow::Ok(
-            get(&c, &m, "vcluster-u-alice-co")
-                .await?
-                .is_none()
-                .then_some(()),
+    // vc2's cluster, whose owner the hub's user is not yet: adopted as a cluster, its
+    // bindings left exactly as the operator made them, and its Service says why.
+    // (Its state is `error` until then: it is the administrator's move.)
+    env.wait_for_ready_cluster(owners_support::WORKSPACE, &vc2, owners_support::TIMEOUT)
+        .await?;
+    let why = "not an owner of Rancher cluster";
+    let seen = Mutex::new(BTreeMap::new());
+    wait(
+        &env,
+        "vc2's Service to say the hub's user does not own its cluster",
+        || async {
+            let a = e2e_support::vclink_annotations(&env, 0, &vc2).await?;
+            let e = a
+                .get(vclink_proto::keys::ANNOTATION_LAST_ERROR)
+                .cloned()
+                .unwrap_or_default();
+            let ok = e.contains(why) && e.contains(&m2);
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = a;
+            anyhow::Ok(ok.then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; vc2's annotations: {:?}",
+            seen.lock().unwrap_or_else(|p| p.into_inner())
         )
+    })?;
+    let now2 = uids(&c, &m2).await?;
+    for (name, uid) in &before2 {
+        assert_eq!(now2.get(name), Some(uid), "vc2's binding {name} untouched");
+    }
+    assert!(
+        owner_grants(&c, &m2).await?.is_empty(),
+        "nothing adopted in vc2's cluster"
+    );
+    // Now the migration step for vc2's cluster: its bindings are taken over too.
+    add_crtb(
+        &c,
+        &m2,
+        "vclink-hub-owner",
+        "cluster-owner",
+        user(vclink_harness::env::HUB_RANCHER_USER),
+    )
+    .await?;
+    wait(&env, "vc2's operator bindings adopted", || async {
+        let have = owner_grants(&c, &m2).await?;
+        anyhow::Ok(have.iter().map(String::as_str).eq(want).then_some(()))
     })
     .await?;
-    assert_eq!(
-        owner_grants(&c, &m).await?.into_iter().collect::<Vec<_>>(),
-        ["cluster-owner u-bob"]
-    );
-
-    // At no moment the watch saw was a member without a binding.
-    if let Some(live) = gap(&moments, "cluster-owner u-alice", removed_at) {
-        panic!("u-alice had no cluster-owner binding at one moment: {live:?}");
+    let all2 = crtbs(&c, &m2).list(&Default::default()).await?.items;
+    for want in want {
+        let n = all2.iter().filter(|o| grant(o) == want).count();
+        assert_eq!(n, 1, "{want} granted {n} times in vc2's cluster");
     }
-    if let Some(live) = gap(&moments, "cluster-owner u-bob", Instant::now()) {
-        panic!("u-bob had no cluster-owner binding at one moment: {live:?}");
+    for (name, uid) in &before2 {
+        let o = get(&c, &m2, name).await?;
+        assert_eq!(
+            o.and_then(|o| o.metadata.uid).as_ref(),
+            Some(uid),
+            "{name} kept"
+        );
+    }
+    wait(&env, "vc2's Service error cleared", || async {
+        let a = e2e_support::vclink_annotations(&env, 0, &vc2).await?;
+        let e = a
+            .get(vclink_proto::keys::ANNOTATION_LAST_ERROR)
+            .cloned()
+            .unwrap_or_default();
+        anyhow::Ok((!e.contains(why)).then_some(()))
+    })
+    .await?;
+
+    // A removed member loses the adopted bindings.
+    let removed_at = Instant::now();
+    delete(&prtbs(&c, &ns), "alice-owner").await?;
+    wait(&env, "alice's adopted bindings deleted", || async {
+        let gone = get(&c, &m, "vcluster-u-alice-co").await?.is_none()
+            && get(&c, &m2, "vcluster-u-alice-co").await?.is_none();
+        anyhow::Ok(gone.then_some(()))
+    })
+    .await?;
+    for m in [&m, &m2] {
+        assert_eq!(
+            owner_grants(&c, m).await?.into_iter().collect::<Vec<_>>(),
+            ["cluster-owner u-bob"]
+        );
+    }
+
+    // At no moment the watches saw was a member without a binding.
+    for (cluster, moments) in [(&m, &moments), (&m2, &moments2)] {
+        if let Some(live) = gap(moments, "cluster-owner u-alice", removed_at) {
+            panic!("u-alice had no cluster-owner binding in {cluster} at one moment: {live:?}");
+        }
+        if let Some(live) = gap(moments, "cluster-owner u-bob", Instant::now()) {
+            panic!("u-bob had no cluster-owner binding in {cluster} at one moment: {live:?}");
+        }
     }
     // Bindings people made are untouched: the same objects, no vclink labels.
     for name in [
@@ -382,11 +503,7 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
         let o = get(&c, &m, name)
             .await?
             .unwrap_or_else(|| panic!("{name} was deleted"));
-        assert_eq!(
-            o.metadata.uid,
-            before.get(name).cloned().or(o.metadata.uid.clone()),
-            "{name} replaced"
-        );
+        assert_eq!(o.metadata.uid, before.get(name).cloned(), "{name} replaced");
         assert_eq!(label(&o, "vclink.io/managed-by"), None, "{name} adopted");
     }
     Ok(())
