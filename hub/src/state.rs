@@ -30,6 +30,10 @@ use crate::core::session::{Effect, Reject};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
+/// How long a change waits before the mirror looks at its vCluster: changes within it
+/// become one decision, and at most one write, with the latest values.
+pub(crate) const MIRROR_COALESCE: Duration = Duration::from_millis(500);
+
 /// What goes out on an agent stream.
 pub type Outbound = Result<HubMessage, Status>;
 
@@ -146,10 +150,10 @@ impl Hub {
     }
 
     /// Tells the mirror that `key`'s report, state or cluster may have changed; changes
-    /// within `crate::mirror::worker::COALESCE` become one decision.
+    /// within [`MIRROR_COALESCE`] become one decision.
     pub(crate) fn notify_mirror(&self, key: &VcKey) {
         if let Some(q) = self.mirror.get() {
-            q.add_at(key.clone(), Instant::now() + crate::mirror::worker::COALESCE);
+            q.add_at(key.clone(), Instant::now() + MIRROR_COALESCE);
         }
     }
 

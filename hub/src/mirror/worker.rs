@@ -4,9 +4,9 @@
 //! showed, and only on a difference send one server-side apply through the hub's rate
 //! limiter and leader fence (counted as `vclink_hub_api_requests_total{verb="mirror"}`).
 //! Notifications are coalesced per vCluster (the queue holds a key once; a flapping
-//! state is written at most once per [`COALESCE`], with the latest value).
+//! state is written at most once per [`crate::state::MIRROR_COALESCE`], with the latest value).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
@@ -20,10 +20,6 @@ use crate::core::proof::Trust;
 use crate::rancher::kinds::Kind;
 use crate::state::Hub;
 use vclink_proto::v1::State;
-
-/// How long a notification waits before it is looked at: changes within it become one
-/// decision (and at most one write).
-pub const COALESCE: Duration = Duration::from_millis(500);
 
 /// One write to make.
 #[derive(Debug)]
