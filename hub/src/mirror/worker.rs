@@ -4,7 +4,8 @@
 //! showed, and only on a difference send one server-side apply through the hub's rate
 //! limiter and leader fence (counted as `vclink_hub_api_requests_total{verb="mirror"}`).
 //! Notifications are coalesced per vCluster (the queue holds a key once; a flapping
-//! state is written at most once per [`crate::state::MIRROR_COALESCE`], with the latest value).
+//! state is written at most once per [`crate::state::MIRROR_COALESCE`], with the
+//! latest value).
 
 use std::time::Instant;
 
