@@ -169,7 +169,9 @@ pub async fn start_hub(
         fleet_workspace: Some(WORKSPACE.into()),
         extra_args: extra.clone(),
         extra_env,
-        ready_timeout: Some(Duration::from_secs(120)),
+        // A hub listing 100,000 Rancher objects on a loaded machine (also when started
+        // again for the restart measurement) may take minutes to become ready.
+        ready_timeout: Some(Duration::from_secs(600)),
         ..Default::default()
     };
     let hub = HubProcess::start(local, opts).await?;

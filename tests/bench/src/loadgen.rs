@@ -210,18 +210,42 @@ pub async fn channel(hub: &HubTarget) -> anyhow::Result<Channel> {
         .await?)
 }
 
+/// Longest wait between reconnects (as the real agent's backoff).
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The real agent's reconnect delay: drawn from [base/2, base], base 1 s doubling per
+/// failed attempt up to [`MAX_BACKOFF`]. A fixed 1 s retry from 2,000 simulated agents
+/// would keep a restarting hub busy with 2,000 TLS handshakes a second.
+fn backoff(failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_secs(1)
+        .saturating_mul(1 << failures.min(6))
+        .min(MAX_BACKOFF);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(failures);
+    let jitter = (h.finish() % 1_000) as f64 / 1_000.0;
+    base.mul_f64(0.5 + 0.5 * jitter)
+}
+
 async fn run_agent(mut ctx: Ctx, agent: FakeAgent) {
     let mut generation = 0u64;
+    let mut failures = 0u32;
     while !ctx.cancel.is_cancelled() {
-        match session(&mut ctx, &agent, &mut generation).await {
+        let mut welcomed = false;
+        match session(&mut ctx, &agent, &mut generation, &mut welcomed).await {
             Ok(()) => return,
             Err(e) => {
                 ctx.tracker.stream_errors.fetch_add(1, Ordering::Relaxed);
+                // A session that got its Welcome starts the backoff over, as the agent's does.
+                if welcomed {
+                    failures = 0;
+                }
                 tracing::warn!(agent = %agent.cluster_id, error = %e, "simulated agent stream ended; reconnecting");
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(backoff(failures)) => {}
                 }
+                failures = failures.saturating_add(1);
             }
         }
     }
@@ -255,7 +279,12 @@ fn snapshot_msgs(generation: u64, vcs: &[VCluster]) -> Vec<AgentMessage> {
 }
 
 /// One stream; Ok only when cancelled.
-async fn session(ctx: &mut Ctx, agent: &FakeAgent, generation: &mut u64) -> anyhow::Result<()> {
+async fn session(
+    ctx: &mut Ctx,
+    agent: &FakeAgent,
+    generation: &mut u64,
+    welcomed: &mut bool,
+) -> anyhow::Result<()> {
     let permit = ctx.gate.acquire().await?;
     let ch = channel(&ctx.hub).await?;
     let (tx, rx) = mpsc::channel::<AgentMessage>(1024);
@@ -284,6 +313,7 @@ async fn session(ctx: &mut Ctx, agent: &FakeAgent, generation: &mut u64) -> anyh
     drop(permit);
     ctx.tracker.received.fetch_add(1, Ordering::Relaxed);
     ctx.tracker.welcomed.fetch_add(1, Ordering::Relaxed);
+    *welcomed = true;
     let beat = Duration::from_secs(u64::from(welcome.heartbeat_seconds.max(1)));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
     let full_now = *ctx.full.borrow_and_update();
@@ -352,6 +382,11 @@ mod tests {
             for v in &ag.vclusters {
                 vclink_proto::validate::vcluster("v", v).unwrap();
             }
+        }
+        for f in 0..10 {
+            let d = backoff(f);
+            let base = Duration::from_secs(1 << f.min(6)).min(MAX_BACKOFF);
+            assert!(d >= base / 2 && d <= base, "{f}: {d:?}");
         }
         let s = snapshot_msgs(1, &a[0].vclusters);
         assert_eq!(s.len(), 1);
