@@ -17,7 +17,7 @@
 use kube::Client;
 
 use super::desired::Desired;
-use super::model::{Binding, Subject};
+use super::model::{Binding, Subject, same_subject};
 
 /// The CRTB Rancher creates for a cluster's creator, in the cluster's `c-m-` namespace.
 pub const CREATOR_CRTB: &str = "creator-cluster-owner";
@@ -72,35 +72,6 @@ pub fn granted_elsewhere<'a>(foreign: impl IntoIterator<Item = &'a Binding>, d: 
                 .as_ref()
                 .is_some_and(|s| same_subject(s, &d.subject))
     })
-}
-
-/// Whether two subjects are the same user or group: equal non-empty names or equal
-/// non-empty principals (one side may carry only one of them).
-pub fn same_subject(a: &Subject, b: &Subject) -> bool {
-    let nonempty_eq = |x: &str, y: &str| !x.is_empty() && x == y;
-    match (a, b) {
-        (
-            Subject::User {
-                name: n1,
-                principal: p1,
-            },
-            Subject::User {
-                name: n2,
-                principal: p2,
-            },
-        )
-        | (
-            Subject::Group {
-                name: n1,
-                principal: p1,
-            },
-            Subject::Group {
-                name: n2,
-                principal: p2,
-            },
-        ) => nonempty_eq(n1, n2) || nonempty_eq(p1, p2),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 
 use super::Owners;
-use super::apply::{call, owner_marks};
 use super::desired::Desired;
 use super::error::OwnerError;
 use super::model::{ANNOTATION_PARENTS, Binding, Crtb, parse_crtb};
 use super::takeover::Takeover;
+use super::write::{call, owner_marks};
 use crate::core::index::VcKey;
 use crate::rancher::Kind;
 

@@ -11,20 +11,16 @@ use std::sync::Arc;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use vclink_proto::keys::{
-    LABEL_HOST_CLUSTER, LABEL_MANAGED_BY, LABEL_PROJECT, LABEL_SERVICE_UID, MANAGED_BY_VALUE,
-};
+use vclink_proto::keys::LABEL_PROJECT;
 use vclink_proto::limits::MAX_MESSAGE_TEXT;
 
 use super::acting::{creator, granted_elsewhere, is_owner, is_user};
 use super::adopt::{Writes, adopt, delete_stale};
 use super::desired::{Desired, Plan, desired, makes, plan, project_of};
 pub use super::error::OwnerError;
-use super::model::{
-    ANNOTATION_PARENTS, COMPONENT_OWNER, Crtb, LABEL_COMPONENT, LABEL_PARENT_KIND,
-    LABEL_PARENT_NAME, LABEL_PARENT_NAMESPACE, is_owned, parse_crtb,
-};
+use super::model::{ANNOTATION_PARENTS, Crtb, is_owned, parse_crtb};
 use super::takeover::{operator_bindings, takeover};
+use super::write::{call, owner_marks};
 use super::{Owners, reported_project};
 use crate::core::index::VcKey;
 use crate::rancher::{Kind, parse_prov};
@@ -178,30 +174,6 @@ async fn reconcile(owners: &Owners, key: &VcKey) -> Vec<OwnerError> {
     errors.extend(carry_out(owners, key, &t, plan).await);
     errors.extend(delete_stale(owners, key, &t.mgmt_id, &writes).await);
     errors
-}
-
-/// Waits for the shared write budget, checks the leader fence (a replica that lost the
-/// lease while this waited sends nothing), counts the request by resource and verb (so
-/// the scale numbers separate CRTBs from cluster relabels), then sends `request` (a
-/// future: nothing goes out until it is awaited here).
-pub(super) async fn call<T>(
-    owners: &Owners,
-    resource: &'static str,
-    verb: &'static str,
-    request: impl std::future::Future<Output = Result<T, kube::Error>>,
-) -> Result<T, kube::Error> {
-    owners
-        .limiter
-        .until_ready_fenced()
-        .await
-        .map_err(|e| kube::Error::Service(Box::new(e)))?;
-    owners
-        .hub
-        .metrics
-        .owner_api_requests
-        .get_or_create(&[("resource", resource), ("verb", verb)])
-        .inc();
-    request.await
 }
 
 /// Records the vCluster's current project on its provisioning and management clusters
@@ -363,36 +335,6 @@ pub fn build_crtb(key: &VcKey, mgmt_id: &str, d: &Desired) -> DynamicObject {
         .unwrap_or_else(|_| DynamicObject::new(&d.name, &Kind::Crtb.resource()))
 }
 
-/// The labels that make a CRTB one of owner sync's for vCluster `key` and grant `d`, and
-/// the value of its [`ANNOTATION_PARENTS`].
-pub(super) fn owner_marks(key: &VcKey, d: &Desired) -> (serde_json::Map<String, Value>, String) {
-    let mut labels = serde_json::Map::new();
-    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into());
-    labels.insert(LABEL_COMPONENT.into(), COMPONENT_OWNER.into());
-    labels.insert(LABEL_HOST_CLUSTER.into(), key.host.clone().into());
-    labels.insert(LABEL_SERVICE_UID.into(), key.uid.clone().into());
-    if let Some(p) = d.parents.first()
-        && label_value_ok(&p.namespace)
-        && label_value_ok(&p.name)
-    {
-        labels.insert(LABEL_PARENT_KIND.into(), p.kind.into());
-        labels.insert(LABEL_PARENT_NAMESPACE.into(), p.namespace.clone().into());
-        labels.insert(LABEL_PARENT_NAME.into(), p.name.clone().into());
-    }
-    let parents: Vec<String> = d
-        .parents
-        .iter()
-        .map(|p| format!("{}:{}/{}", p.kind, p.namespace, p.name))
-        .collect();
-    (labels, parents.join(","))
-}
-
-fn label_value_ok(s: &str) -> bool {
-    s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// Counts and logs failures and hands the first to the vCluster's Status (cleared on
 /// success); the main reconcile sends the Status when it changed.
 /// A failure that is not retried (the hub's user does not own the cluster) is counted
@@ -431,7 +373,8 @@ fn report(owners: &Owners, key: &VcKey, errors: &[OwnerError]) {
 mod tests {
     use super::*;
     use crate::owners::desired::Parent;
-    use crate::owners::model::Subject;
+    use crate::owners::model::{LABEL_PARENT_NAME, Subject};
+    use vclink_proto::keys::LABEL_SERVICE_UID;
 
     #[test]
     fn crtb_object_names_vcluster_parent_and_subject() {

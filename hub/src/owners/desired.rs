@@ -5,9 +5,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::acting::same_subject;
 use super::mapping::RoleMapping;
-use super::model::{Binding, OwnedCrtb, ProjectInfo, Subject};
+use super::model::{Binding, OwnedCrtb, ProjectInfo, Subject, same_subject};
 
 /// Where an owner CRTB comes from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

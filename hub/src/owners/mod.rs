@@ -31,6 +31,7 @@ pub mod model;
 pub mod store;
 pub mod takeover;
 pub mod watch;
+pub mod write;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

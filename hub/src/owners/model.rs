@@ -276,6 +276,35 @@ pub fn parse_crtb(o: &DynamicObject) -> Option<Crtb> {
     }))
 }
 
+/// Whether two subjects are the same user or group: equal non-empty names or equal
+/// non-empty principals (one side may carry only one of them).
+pub fn same_subject(a: &Subject, b: &Subject) -> bool {
+    let nonempty_eq = |x: &str, y: &str| !x.is_empty() && x == y;
+    match (a, b) {
+        (
+            Subject::User {
+                name: n1,
+                principal: p1,
+            },
+            Subject::User {
+                name: n2,
+                principal: p2,
+            },
+        )
+        | (
+            Subject::Group {
+                name: n1,
+                principal: p1,
+            },
+            Subject::Group {
+                name: n2,
+                principal: p2,
+            },
+        ) => nonempty_eq(n1, n2) || nonempty_eq(p1, p2),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::acting::{CREATOR_CRTB, same_subject};
+use super::acting::CREATOR_CRTB;
 use super::desired::{Desired, makes};
+use super::model::same_subject;
 use super::model::{Binding, OwnedCrtb, Subject};
 
 /// The only role template the operator grants.
