@@ -326,10 +326,9 @@ async fn run_fenced(
         ));
     }
     if args.rancher_mirror {
-        let policy =
-            mirror::LabelPolicy::new(&args.sync_labels_include, &args.sync_labels_exclude)
-                .map_err(anyhow::Error::msg)
-                .context("--sync-labels-include / --sync-labels-exclude")?;
+        let policy = mirror::LabelPolicy::new(&args.sync_labels_include, &args.sync_labels_exclude)
+            .map_err(anyhow::Error::msg)
+            .context("--sync-labels-include / --sync-labels-exclude")?;
         tasks.extend(mirror::spawn(
             client.clone(),
             hub.clone(),
@@ -338,12 +337,8 @@ async fn run_fenced(
             shutdown.clone(),
         ));
     }
-    let mut writer = KubeProvClusters::new(
-        client,
-        limiter,
-        hub.metrics.api_requests.clone(),
-        proof_key,
-    );
+    let mut writer =
+        KubeProvClusters::new(client, limiter, hub.metrics.api_requests.clone(), proof_key);
     if let Some((_, as_user)) = acting_client {
         writer = writer.creating_as(as_user);
     }

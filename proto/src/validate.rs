@@ -167,7 +167,11 @@ pub fn vcluster(field: &str, v: &VCluster) -> Result {
             text(&format!("{field}.quota.hard[{k}]"), val, 64)?;
         }
     }
-    text(&format!("{field}.vcluster_version"), &v.vcluster_version, 64)?;
+    text(
+        &format!("{field}.vcluster_version"),
+        &v.vcluster_version,
+        64,
+    )?;
     if let Some(x) = &v.exclusion {
         // An unknown kind is allowed (a newer agent's); it must be treated as EXCLUDED.
         text(
@@ -202,9 +206,8 @@ pub fn is_label_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label)
-    });
+    let prefix_ok = prefix
+        .is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label));
     name_ok && prefix_ok
 }
 
@@ -342,7 +345,9 @@ mod tests {
         bad.requested_prefix = "p".repeat(MAX_PREFIX + 1);
         assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.requested_prefix");
         let mut bad = v;
-        bad.labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), String::new())).collect();
+        bad.labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
         assert_eq!(vcluster("v", &bad).unwrap_err().field, "v.labels");
         assert!(is_label_key("a.b-c.example/x_y.z"));
         assert!(!is_label_key("/x") && !is_label_key("Ex ample/x") && !is_label_key(""));

@@ -321,7 +321,9 @@ async fn a_failed_seal_leaves_a_cluster_proven_at_create_that_is_sealed_later() 
 #[tokio::test]
 async fn a_cluster_of_the_go_operator_is_adopted_with_both_proofs_and_its_management_cluster() {
     let hub = TestHub::default().build();
-    hub.world().index.apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
+    hub.world()
+        .index
+        .apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, Some("c-m-legacy01"))]);
     ensures_with(
         hub.as_ref(),
@@ -340,7 +342,9 @@ async fn a_cluster_of_the_go_operator_is_adopted_with_both_proofs_and_its_manage
 #[tokio::test]
 async fn an_adopted_cluster_without_management_cluster_yet_is_labelled_alone() {
     let hub = TestHub::default().build();
-    hub.world().index.apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
+    hub.world()
+        .index
+        .apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, None)]);
     ensures_with(hub.as_ref(), &api, &["get legacy-vc1", "label legacy-vc1"]).await;
     recorded(&hub, "legacy-vc1");
@@ -349,7 +353,9 @@ async fn an_adopted_cluster_without_management_cluster_yet_is_labelled_alone() {
 #[tokio::test]
 async fn a_failed_adoption_is_an_api_error_and_creates_nothing() {
     let hub = TestHub::default().build();
-    hub.world().index.apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
+    hub.world()
+        .index
+        .apply_legacy(WORKSPACE, "legacy-vc1", Some(key()));
     let api = Fake::with([cluster("legacy-vc1", None, None)]).failing("label", 403);
     let e = ensure(hub.as_ref(), &api, &key(), &vc()).await.unwrap_err();
     assert_eq!(e.kind(), "api_denied");
@@ -470,7 +476,9 @@ async fn two_proven_clusters_for_one_vcluster_stop_everything() {
     );
     assert!(api.calls().is_empty(), "nothing created: {:?}", api.calls());
     // One of them goes: the other is the vCluster's cluster again.
-    hub.world().index.delete_prov(&format!("{WORKSPACE}/{}", name(1)));
+    hub.world()
+        .index
+        .delete_prov(&format!("{WORKSPACE}/{}", name(1)));
     assert_eq!(
         hub.world().index.prov_for(&key()).map(|p| p.name.clone()),
         Some(name(0))

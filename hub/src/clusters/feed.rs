@@ -38,7 +38,9 @@ impl Feed for Hub {
         // Only new clusters read display names: nothing to requeue.
         let mut w = self.world();
         match op {
-            Op::Apply((c, p, n)) => w.project_names.set(&c, &p, Some(n).filter(|n| !n.is_empty())),
+            Op::Apply((c, p, n)) => w
+                .project_names
+                .set(&c, &p, Some(n).filter(|n| !n.is_empty())),
             Op::Delete((c, p, _)) => w.project_names.set(&c, &p, None),
             Op::Replace(all) => w.project_names.replace(all),
         }

@@ -21,11 +21,7 @@ pub fn text(at: &str) -> String {
 /// Sends `key`'s warning when it differs from the last one sent on its host's stream
 /// (under the world lock the caller already holds).
 pub fn sync(hub: &Hub, w: &mut World, key: &VcKey) {
-    let warning = w
-        .index
-        .unproven_claim(key)
-        .map(text)
-        .unwrap_or_default();
+    let warning = w.index.unproven_claim(key).map(text).unwrap_or_default();
     let Some(h) = w.hosts.get_mut(&key.host) else {
         return;
     };

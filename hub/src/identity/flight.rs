@@ -150,8 +150,7 @@ mod tests {
         let f = Arc::new(SingleFlight::<u32>::default());
         let key = super::super::cache::key("c", "t");
         let f2 = f.clone();
-        let leader =
-            tokio::spawn(async move { f2.run(key, std::future::pending::<u32>).await });
+        let leader = tokio::spawn(async move { f2.run(key, std::future::pending::<u32>).await });
         while f.len() == 0 {
             tokio::task::yield_now().await;
         }
