@@ -83,7 +83,7 @@ impl latest::Coalesce for RecordOp {
 
 /// A unique Event name for Service `service`: its name, a dot, and 16 hex digits from the
 /// clock and a counter (unique within this process; across agents, the clock).
-fn event_name(service: &str) -> String {
+pub(crate) fn event_name(service: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()

@@ -148,16 +148,9 @@ pub(crate) async fn event(
     reason: &str,
     note: &str,
 ) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    let n = nanos.wrapping_add(SEQ.fetch_add(1, Ordering::Relaxed));
     let event = Event {
         metadata: ObjectMeta {
-            name: Some(format!("{}.{n:016x}", p.service)),
+            name: Some(crate::record::event_name(&p.service)),
             namespace: Some(p.namespace.clone()),
             ..Default::default()
         },
