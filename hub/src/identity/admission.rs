@@ -10,7 +10,11 @@
 //!   allowance or the reserved share is spent, the claim competes for the open share.
 //! - **Open share** (the rest): everyone else, with a per-client-IP bucket in front
 //!   (`--tokenreview-peer-qps`, `--tokenreview-peer-burst`), so one flooding address
-//!   gets its own small rate and the rest of the budget stays for the others.
+//!   gets its own small rate and the rest of the budget stays for the others. An IP
+//!   from which agents of N distinct clusters verified within the last hour (many
+//!   downstream clusters behind one NAT address) gets N + 1 times that rate and burst,
+//!   so a shared egress address does not queue its genuine agents behind one agent's
+//!   share; only valid tokens of distinct clusters raise it.
 //!
 //! Refusals here cost no call: the stream gets UNAVAILABLE with a retry hint and the
 //! agent backs off. Both maps are bounded ([`MAX_PEERS`], [`MAX_VERIFIED`]); when full,
@@ -95,7 +99,12 @@ pub enum Share {
 struct Verified {
     at: Instant,
     allowance: Bucket,
+    /// The client IP of its last successful verification, if known.
+    peer: Option<IpAddr>,
 }
+
+/// Most clusters one IP's verifications scale its bucket by.
+const MAX_PEER_SCALE: u32 = 1024;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -104,7 +113,33 @@ pub struct Admission {
     open: TokenBucket,
     reserved: Option<TokenBucket>,
     peers: Mutex<(HashMap<IpAddr, Bucket>, Bucket)>,
-    verified: Mutex<HashMap<String, Verified>>,
+    verified: Mutex<Verifications>,
+}
+
+/// The recently verified clusters, and how many of them last verified from each IP.
+#[derive(Debug, Default)]
+struct Verifications {
+    clusters: HashMap<String, Verified>,
+    per_peer: HashMap<IpAddr, u32>,
+}
+
+impl Verifications {
+    fn forget_peer(&mut self, peer: Option<IpAddr>) {
+        if let Some(ip) = peer
+            && let Some(n) = self.per_peer.get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_peer.remove(&ip);
+            }
+        }
+    }
+
+    fn remove(&mut self, cluster: &str) {
+        if let Some(e) = self.clusters.remove(cluster) {
+            self.forget_peer(e.peer);
+        }
+    }
 }
 
 fn split(total: f64, share: f64) -> (f64, f64) {
@@ -126,7 +161,7 @@ impl Admission {
                 HashMap::new(),
                 Bucket::full(f64::from(settings.peer_burst), now),
             )),
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(Verifications::default()),
             settings,
         }
     }
@@ -156,33 +191,69 @@ impl Admission {
         }
     }
 
-    /// Records that `cluster`'s agent verified successfully.
-    pub fn verified(&self, cluster: &str, now: Instant) {
+    /// Records that `cluster`'s agent, connecting from `peer`, verified successfully.
+    pub fn verified(&self, cluster: &str, peer: Option<IpAddr>, now: Instant) {
         let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = v.get_mut(cluster) {
+        if let Some(e) = v.clusters.get_mut(cluster) {
             e.at = now;
+            let old = std::mem::replace(&mut e.peer, peer);
+            if old != peer {
+                v.forget_peer(old);
+                if let Some(ip) = peer {
+                    *v.per_peer.entry(ip).or_default() += 1;
+                }
+            }
             return;
         }
-        if v.len() >= MAX_VERIFIED {
-            v.retain(|_, e| now.saturating_duration_since(e.at) < RECENT);
+        if v.clusters.len() >= MAX_VERIFIED {
+            let stale: Vec<String> = v
+                .clusters
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.at) >= RECENT)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                v.remove(&k);
+            }
         }
-        if v.len() >= MAX_VERIFIED
-            && let Some(oldest) = v.iter().min_by_key(|(_, e)| e.at).map(|(k, _)| k.clone())
+        if v.clusters.len() >= MAX_VERIFIED
+            && let Some(oldest) = v
+                .clusters
+                .iter()
+                .min_by_key(|(_, e)| e.at)
+                .map(|(k, _)| k.clone())
         {
             v.remove(&oldest);
         }
-        v.insert(
+        v.clusters.insert(
             cluster.to_string(),
             Verified {
                 at: now,
                 allowance: Bucket::full(RESERVED_PER_CLUSTER.1, now),
+                peer,
             },
         );
+        if let Some(ip) = peer {
+            *v.per_peer.entry(ip).or_default() += 1;
+        }
+    }
+
+    /// How many times the per-IP rate `ip` gets: one plus the clusters whose agents last
+    /// verified from it (bounded).
+    fn peer_scale(&self, ip: IpAddr) -> f64 {
+        let v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let n = v
+            .per_peer
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+            .min(MAX_PEER_SCALE);
+        f64::from(n + 1)
     }
 
     fn reserved_allowance(&self, cluster: &str, now: Instant) -> bool {
         let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(e) = v.get_mut(cluster) else {
+        let Some(e) = v.clusters.get_mut(cluster) else {
             return false;
         };
         if now.saturating_duration_since(e.at) >= RECENT {
@@ -194,7 +265,11 @@ impl Admission {
     }
 
     fn peer_take(&self, ip: IpAddr, now: Instant) -> bool {
-        let (qps, burst) = (self.settings.peer_qps, f64::from(self.settings.peer_burst));
+        let scale = self.peer_scale(ip);
+        let (qps, burst) = (
+            self.settings.peer_qps * scale,
+            f64::from(self.settings.peer_burst) * scale,
+        );
         let mut guard = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let (peers, overflow) = &mut *guard;
         if !peers.contains_key(&ip) && peers.len() >= MAX_PEERS {
@@ -254,7 +329,7 @@ mod tests {
     fn many_peers_share_the_open_budget_and_recent_hosts_keep_the_reserve() {
         let a = Admission::new(settings());
         let t = Instant::now();
-        a.verified("c-m-known", t);
+        a.verified("c-m-known", None, t);
         let granted = (0..100u8)
             .filter(|n| a.admit("c-m-junk", ip(*n), t).is_ok())
             .count();
@@ -279,6 +354,46 @@ mod tests {
     }
 
     #[test]
+    fn an_address_shared_by_verified_agents_gets_their_shares() {
+        let mut s = settings();
+        s.qps = 1e4;
+        s.burst = 100_000;
+        s.reserved_share = 0.0;
+        let a = Admission::new(s);
+        let t = Instant::now();
+        let nat = ip(7);
+        for c in ["c-m-a", "c-m-b", "c-m-c"] {
+            a.verified(c, nat, t);
+        }
+        // Re-verifying from the same address does not count twice.
+        a.verified("c-m-a", nat, t);
+        let granted = (0..100)
+            .filter(|_| a.admit("c-m-x", nat, t).is_ok())
+            .count();
+        assert_eq!(
+            granted,
+            3 * 4,
+            "the peer burst of 3, times 1 + 3 verified clusters"
+        );
+        // A cluster that moved to another address no longer counts for the first.
+        a.verified("c-m-a", ip(8), t);
+        a.verified("c-m-b", ip(8), t);
+        a.verified("c-m-c", ip(8), t);
+        let later = t + Duration::from_secs(100);
+        let granted = (0..100)
+            .filter(|_| a.admit("c-m-x", nat, later).is_ok())
+            .count();
+        assert_eq!(granted, 3, "back to one share");
+        let unknown = (0..100)
+            .filter(|_| a.admit("c-m-x", ip(9), later).is_ok())
+            .count();
+        assert_eq!(
+            unknown, 3,
+            "an address with no verified agent has one share"
+        );
+    }
+
+    #[test]
     fn peer_tracking_is_bounded() {
         let mut s = settings();
         s.qps = 1e4;
@@ -298,7 +413,7 @@ mod tests {
         s.peer_burst = 100;
         let a = Admission::new(s);
         let t = Instant::now();
-        a.verified("c-m-known", t);
+        a.verified("c-m-known", None, t);
         let granted = (0..100)
             .filter(|_| a.admit("c-m-known", ip(1), t).is_ok())
             .count();

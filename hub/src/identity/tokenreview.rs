@@ -291,7 +291,7 @@ impl TokenReviewAuthenticator {
             Ok(()) => {
                 self.metrics.auth("ok");
                 self.cache.insert(cluster, token.expose(), expiry, now);
-                self.admission.verified(cluster, now);
+                self.admission.verified(cluster, peer, now);
                 Ok(expiry)
             }
             Err((e, outcome)) => {
