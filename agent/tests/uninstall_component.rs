@@ -17,7 +17,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
 use vclink_agent::uninstall::UninstallSettings;
 use vclink_proto::keys;
@@ -183,7 +183,10 @@ async fn an_opted_in_vcluster_is_uninstalled_on_the_hubs_word_only() {
         let deleted_at = deleted_at.clone();
         let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
         tokio::spawn(async move {
-            let mut w = std::pin::pin!(watcher(sts, watcher::Config::default()));
+            // With backoff: if the API server goes (a failed test dropping it), the task
+            // sleeps between retries instead of spinning, so the runtime can shut down
+            // and the failure is reported at once.
+            let mut w = std::pin::pin!(watcher(sts, watcher::Config::default()).default_backoff());
             while let Some(ev) = w.next().await {
                 if let Ok(watcher::Event::Delete(_)) = ev {
                     *deleted_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
