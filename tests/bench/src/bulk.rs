@@ -232,28 +232,13 @@ pub async fn populate(
     })
 }
 
-/// Retries a write a few times (429/5xx under load); AlreadyExists counts as done
-/// (`None`).
-async fn retry<T, F, Fut>(mut f: F) -> Result<Option<T>, kube::Error>
+/// Bulk writes retry more often than the player's (they run 48 at a time).
+async fn retry<T, F, Fut>(f: F) -> Result<Option<T>, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
-    let mut attempt = 0u32;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(Some(v)),
-            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
-                return Ok(None);
-            }
-            Err(e) if attempt < 8 => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "bulk stand-in: retrying a write");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::player::retry_write(8, "bulk stand-in", f).await
 }
 
 #[cfg(test)]

@@ -239,9 +239,14 @@ pub async fn write_token(client: &Client, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Retries a write a few times (the API server may answer 429/5xx under load); an
-/// AlreadyExists answer counts as done.
-async fn retry<T, F, Fut>(mut f: F) -> Result<Option<T>, kube::Error>
+/// Retries a write up to `attempts` times (the API server may answer 429/5xx under
+/// load), `who` naming the caller in the debug log; an AlreadyExists answer counts as
+/// done (`None`). Shared by the player and the bulk stand-in.
+pub(crate) async fn retry_write<T, F, Fut>(
+    attempts: u32,
+    who: &str,
+    mut f: F,
+) -> Result<Option<T>, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -253,12 +258,20 @@ where
             Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
                 return Ok(None);
             }
-            Err(e) if attempt < 5 => {
+            Err(e) if attempt < attempts => {
                 attempt += 1;
-                tracing::debug!(error = %e, attempt, "player: retrying a write");
+                tracing::debug!(error = %e, attempt, who, "retrying a write");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+async fn retry<T, F, Fut>(f: F) -> Result<Option<T>, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    retry_write(5, "player", f).await
 }
