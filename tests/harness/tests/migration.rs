@@ -376,9 +376,13 @@ async fn operator_clusters_and_bindings_are_taken_over_without_a_gap() -> anyhow
         })
     };
     let t = env.hub.metrics().await?;
-    assert_eq!(
-        crtb_writes(&t),
-        [0.0, 2.0, 1.0],
+    // A reconcile that runs before the watch delivers the stale binding's deletion may
+    // send the same UID- and resourceVersion-guarded delete once more; the API server
+    // answers it 404/409 and nothing else is removed (the objects above prove it), so
+    // the delete requests are one or two.
+    let w = crtb_writes(&t);
+    assert!(
+        w[0] == 0.0 && w[1] == 2.0 && (1.0..=2.0).contains(&w[2]),
         "CRTB create/patch/delete: {:?}",
         t.lines()
             .filter(|l| l.starts_with("vclink_hub_owner_api_requests_total"))
