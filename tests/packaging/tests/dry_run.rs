@@ -302,7 +302,8 @@ async fn the_hub_service_account_can_watch_token_secrets_but_read_no_other_secre
         other.get("someone-elses-secret").await.is_err(),
         "reading another Secret must be forbidden"
     );
-    // Provisioning clusters: only in the workspace.
+    // Provisioning clusters: read everywhere (one cluster-wide watch serves every Fleet
+    // workspace), written only in the workspace.
     let prov = kube::api::ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("provisioning.cattle.io", "v1", "Cluster"),
         "clusters",
@@ -310,9 +311,11 @@ async fn the_hub_service_account_can_watch_token_secrets_but_read_no_other_secre
     let in_ws: Api<DynamicObject> = Api::namespaced_with(hub.clone(), "fleet-default", &prov);
     in_ws.list(&ListParams::default()).await?;
     let elsewhere: Api<DynamicObject> = Api::namespaced_with(hub, "vclink-system", &prov);
-    assert!(
-        elsewhere.list(&ListParams::default()).await.is_err(),
-        "provisioning clusters outside the workspace must be forbidden"
-    );
+    elsewhere.list(&ListParams::default()).await?;
+    let err = elsewhere
+        .delete("some-cluster", &Default::default())
+        .await
+        .expect_err("deleting provisioning clusters outside the workspace must be forbidden");
+    assert!(err.to_string().contains("forbidden"), "{err}");
     Ok(())
 }
