@@ -110,6 +110,9 @@ pub(crate) struct Writer {
     catalog: CatalogRx,
     limiter: RateLimiter,
     overlays: HashMap<String, Overlay>,
+    /// The state of the hub's last Status per Service UID (see [`plan`]); entries go
+    /// with the Service.
+    hub_states: HashMap<String, vclink_proto::v1::State>,
     /// Exclusions and marks derived from the catalog so far.
     announced: announce::Announced,
 }
@@ -123,6 +126,7 @@ impl Writer {
             catalog,
             limiter,
             overlays: HashMap::new(),
+            hub_states: HashMap::new(),
             announced: announce::Announced::default(),
         }
     }
@@ -140,6 +144,10 @@ impl Writer {
                 changed = catalog.changed(), if watching => match changed {
                     Ok(()) => {
                         let current = catalog.borrow_and_update().clone();
+                        // What is kept per Service goes with it (the announce pass
+                        // below walks the catalog anyway).
+                        self.hub_states.retain(|uid, _| current.services.contains_key(uid));
+                        self.overlays.retain(|uid, _| current.services.contains_key(uid));
                         announce::catalog_ops(&current, &mut self.announced)
                     }
                     Err(_) => {
@@ -176,7 +184,15 @@ impl Writer {
                 seen.clone()
             }
         };
-        let plan = plan(&op, &current, &now_rfc3339());
+        if let RecordOp::Status { state, .. } = &op {
+            self.hub_states.insert(uid.clone(), *state);
+        }
+        let plan = plan(
+            &op,
+            &current,
+            self.hub_states.get(&uid).copied(),
+            &now_rfc3339(),
+        );
         if !plan.patch.is_empty() || !plan.labels.is_empty() {
             // The UID makes the patch fail on a Service recreated under the same name.
             let body = serde_json::json!({ "metadata": {

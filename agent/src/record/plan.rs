@@ -23,21 +23,43 @@ fn named(name: &str, id: &str) -> String {
     }
 }
 
-/// The Job's own progress moves the state to `registering`, but never back from
-/// `connected`: Rancher may report the cluster connected (via the hub) before this agent
-/// has seen its Job finish, and Rancher's word on the connection is the one that counts.
-fn registering_unless_connected(
+/// The Job's own progress moves the state to `registering`, but never over the hub's
+/// word: not back from `connected` (Rancher may report the cluster connected, via the
+/// hub, before this agent has seen its Job finish), and not over an `error` or
+/// `disconnected` the hub sent (say, the owner bindings an administrator must fix). The
+/// hub sends `registering` with every Register, so a retried registration still moves
+/// the state; `hub` is the last state the hub sent for this vCluster, if known.
+fn registering_unless_hub_knows_better(
     patch: &mut BTreeMap<String, Option<String>>,
     current: &BTreeMap<String, String>,
+    hub: Option<State>,
     now: &str,
 ) {
+    if hub_has_the_last_word(hub) {
+        return;
+    }
     if current.get(keys::ANNOTATION_STATE).map(String::as_str) != Some(state::CONNECTED) {
         set_state(patch, current, state::REGISTERING, now);
     }
 }
 
+/// Whether the hub's last Status outranks what the Job's progress says.
+fn hub_has_the_last_word(hub: Option<State>) -> bool {
+    matches!(
+        hub,
+        Some(State::Connected | State::Error | State::Disconnected)
+    )
+}
+
 /// Decides the writes for `op` given the Service's current `vclink.io/` annotations.
-pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Plan {
+///
+/// `hub` is the state of the hub's last Status for this vCluster (None after a restart).
+pub fn plan(
+    op: &RecordOp,
+    current: &BTreeMap<String, String>,
+    hub: Option<State>,
+    now: &str,
+) -> Plan {
     let mut p = Plan::default();
     match op {
         RecordOp::Status {
@@ -168,7 +190,7 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
             };
             match phase {
                 Phase::JobCreated => {
-                    registering_unless_connected(&mut p.patch, current, now);
+                    registering_unless_hub_knows_better(&mut p.patch, current, hub, now);
                     if !job_uid.is_empty() {
                         set(
                             &mut p.patch,
@@ -188,8 +210,10 @@ pub fn plan(op: &RecordOp, current: &BTreeMap<String, String>, now: &str) -> Pla
                     });
                 }
                 Phase::Succeeded => {
-                    registering_unless_connected(&mut p.patch, current, now);
-                    set(&mut p.patch, current, keys::ANNOTATION_LAST_ERROR, None);
+                    registering_unless_hub_knows_better(&mut p.patch, current, hub, now);
+                    if !hub_has_the_last_word(hub) {
+                        set(&mut p.patch, current, keys::ANNOTATION_LAST_ERROR, None);
+                    }
                     p.event = Some(EventSpec {
                         warning: false,
                         reason: "Registered",
@@ -300,7 +324,7 @@ mod tests {
 
     #[test]
     fn first_status_writes_state_ids_and_one_event() {
-        let p = plan(&status(State::Pending, ""), &BTreeMap::new(), NOW);
+        let p = plan(&status(State::Pending, ""), &BTreeMap::new(), None, NOW);
         assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("pending".into()));
         assert_eq!(p.patch[keys::ANNOTATION_STATE_SINCE], Some(NOW.into()));
         assert_eq!(
@@ -325,7 +349,7 @@ mod tests {
             (keys::ANNOTATION_RANCHER_CLUSTER_NAME, "host-team-a-vc1"),
         ]);
         assert_eq!(
-            plan(&status(State::Connected, ""), &current, NOW),
+            plan(&status(State::Connected, ""), &current, None, NOW),
             Plan::default()
         );
     }
@@ -336,7 +360,7 @@ mod tests {
             (keys::ANNOTATION_STATE, "error"),
             (keys::ANNOTATION_LAST_ERROR, "boom"),
         ]);
-        let p = plan(&status(State::Connected, ""), &current, NOW);
+        let p = plan(&status(State::Connected, ""), &current, None, NOW);
         assert_eq!(p.patch[keys::ANNOTATION_LAST_ERROR], None);
         assert_eq!(p.event.expect("event").reason, "Connected");
     }
@@ -346,6 +370,7 @@ mod tests {
         let p = plan(
             &status(State::Error, "quota\u{7} exceeded"),
             &BTreeMap::new(),
+            None,
             NOW,
         );
         assert_eq!(
@@ -367,7 +392,7 @@ mod tests {
             job_name: "vclink-register-0123456789ab".into(),
             job_uid: String::new(),
         };
-        let p = plan(&op, &BTreeMap::new(), NOW);
+        let p = plan(&op, &BTreeMap::new(), None, NOW);
         assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("error".into()));
         assert!(
             p.patch[keys::ANNOTATION_LAST_ERROR]
@@ -390,15 +415,41 @@ mod tests {
         };
         let connected = ann(&[(keys::ANNOTATION_STATE, "connected")]);
         assert!(
-            !plan(&op, &connected, NOW)
+            !plan(&op, &connected, None, NOW)
                 .patch
                 .contains_key(keys::ANNOTATION_STATE)
         );
         let pending = ann(&[(keys::ANNOTATION_STATE, "pending")]);
         assert_eq!(
-            plan(&op, &pending, NOW).patch[keys::ANNOTATION_STATE],
+            plan(&op, &pending, None, NOW).patch[keys::ANNOTATION_STATE],
             Some("registering".into())
         );
+    }
+
+    #[test]
+    fn a_job_success_keeps_the_hubs_error() {
+        // The hub reported an error (owner bindings an administrator must fix) before
+        // the agent saw its Job succeed: the hub's state and message stay on the Service.
+        let op = RecordOp::Progress {
+            uid: "u".into(),
+            phase: Phase::Succeeded,
+            message: String::new(),
+            rancher_cluster_id: "c-m-abcd1234".into(),
+            job_name: "vclink-register-0123456789ab".into(),
+            job_uid: String::new(),
+        };
+        let error = ann(&[
+            (keys::ANNOTATION_STATE, "error"),
+            (keys::ANNOTATION_LAST_ERROR, "owner bindings: not an owner"),
+        ]);
+        let p = plan(&op, &error, Some(State::Error), NOW);
+        assert!(!p.patch.contains_key(keys::ANNOTATION_STATE), "{p:?}");
+        assert!(!p.patch.contains_key(keys::ANNOTATION_LAST_ERROR), "{p:?}");
+        // A Job failure the agent recorded itself is cleared by the retry's success
+        // (the hub said `registering` with the new Register).
+        let p = plan(&op, &error, Some(State::Registering), NOW);
+        assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("registering".into()));
+        assert_eq!(p.patch[keys::ANNOTATION_LAST_ERROR], None);
     }
 
     #[test]
@@ -407,14 +458,19 @@ mod tests {
             uid: "u".into(),
             reason: "deleted by a user".into(),
         };
-        let p = plan(&op, &BTreeMap::new(), NOW);
+        let p = plan(&op, &BTreeMap::new(), None, NOW);
         assert_eq!(p.patch[keys::ANNOTATION_RANCHER_DELETED], Some(NOW.into()));
         assert_eq!(
             p.patch[keys::ANNOTATION_STATE],
             Some("deleted-in-rancher".into())
         );
         assert_eq!(p.event.expect("event").reason, "RemovedFromRancher");
-        let again = plan(&op, &ann(&[(keys::ANNOTATION_RANCHER_DELETED, NOW)]), NOW);
+        let again = plan(
+            &op,
+            &ann(&[(keys::ANNOTATION_RANCHER_DELETED, NOW)]),
+            None,
+            NOW,
+        );
         assert_eq!(again, Plan::default());
     }
 
@@ -429,7 +485,7 @@ mod tests {
             job_uid: "job-uid-1".into(),
         };
         let current = ann(&[(keys::ANNOTATION_REIMPORT, "true")]);
-        let p = plan(&op, &current, NOW);
+        let p = plan(&op, &current, None, NOW);
         assert_eq!(
             p.patch[keys::ANNOTATION_REGISTRATION_JOB_UID],
             Some("job-uid-1".into())
@@ -450,7 +506,7 @@ mod tests {
             rancher_cluster_id: "c-m-bbbb2222".into(),
             cluster_name: "forged".into(),
         };
-        let p = plan(&op, &current, NOW);
+        let p = plan(&op, &current, None, NOW);
         assert!(!p.patch.contains_key(keys::ANNOTATION_STATE));
         assert!(!p.patch.contains_key(keys::ANNOTATION_RANCHER_CLUSTER));
         let ev = p.event.expect("event");
@@ -458,7 +514,7 @@ mod tests {
         let mut reimport = current.clone();
         reimport.insert(keys::ANNOTATION_REIMPORT.into(), "true".into());
         assert_eq!(
-            plan(&op, &reimport, NOW).patch[keys::ANNOTATION_RANCHER_CLUSTER],
+            plan(&op, &reimport, None, NOW).patch[keys::ANNOTATION_RANCHER_CLUSTER],
             Some("c-m-bbbb2222".into())
         );
     }
@@ -467,10 +523,15 @@ mod tests {
     fn an_exclusion_is_not_overridden_by_the_hub() {
         let current = ann(&[(keys::ANNOTATION_STATE, "excluded")]);
         assert_eq!(
-            plan(&status(State::Connected, ""), &current, NOW),
+            plan(&status(State::Connected, ""), &current, None, NOW),
             Plan::default()
         );
-        let p = plan(&status(State::Excluded, "excluded"), &BTreeMap::new(), NOW);
+        let p = plan(
+            &status(State::Excluded, "excluded"),
+            &BTreeMap::new(),
+            None,
+            NOW,
+        );
         assert_eq!(p.patch[keys::ANNOTATION_STATE], Some("excluded".into()));
     }
 
@@ -486,7 +547,7 @@ mod tests {
             text: text.into(),
         };
         let text = "a Rancher cluster fleet-default/x claims this vCluster but was not created by vclink; it is ignored";
-        let p = plan(&op(text), &BTreeMap::new(), NOW);
+        let p = plan(&op(text), &BTreeMap::new(), None, NOW);
         assert_eq!(p.patch[ANNOTATION_WARNING], Some(text.into()));
         assert!(
             !p.patch.contains_key(keys::ANNOTATION_STATE),
@@ -496,15 +557,15 @@ mod tests {
         assert!(ev.warning && ev.note == text);
         // The same warning again (a reconnect): nothing.
         let current = BTreeMap::from([(ANNOTATION_WARNING.to_string(), text.to_string())]);
-        assert_eq!(plan(&op(text), &current, NOW), Plan::default());
+        assert_eq!(plan(&op(text), &current, None, NOW), Plan::default());
         // Another one: recorded and announced.
-        let p = plan(&op("another"), &current, NOW);
+        let p = plan(&op("another"), &current, None, NOW);
         assert!(p.event.is_some_and(|e| e.warning));
         // Withdrawn: the annotation goes, no Event.
-        let p = plan(&op(""), &current, NOW);
+        let p = plan(&op(""), &current, None, NOW);
         assert_eq!(p.patch[ANNOTATION_WARNING], None);
         assert!(p.event.is_none());
-        assert_eq!(plan(&op(""), &BTreeMap::new(), NOW), Plan::default());
+        assert_eq!(plan(&op(""), &BTreeMap::new(), None, NOW), Plan::default());
     }
 
     #[test]
