@@ -403,16 +403,21 @@ mod tests {
         assert_eq!(p.event.expect("event").reason, "RegistrationFailed");
     }
 
-    #[test]
-    fn a_late_job_success_does_not_undo_connected() {
-        let op = RecordOp::Progress {
+    /// The agent saw the registration Job for `c-m-abcd1234` succeed.
+    fn job_succeeded() -> RecordOp {
+        RecordOp::Progress {
             uid: "u".into(),
             phase: Phase::Succeeded,
             message: String::new(),
             rancher_cluster_id: "c-m-abcd1234".into(),
             job_name: "vclink-register-0123456789ab".into(),
             job_uid: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_late_job_success_does_not_undo_connected() {
+        let op = job_succeeded();
         let connected = ann(&[(keys::ANNOTATION_STATE, "connected")]);
         assert!(
             !plan(&op, &connected, None, NOW)
@@ -430,14 +435,7 @@ mod tests {
     fn a_job_success_keeps_the_hubs_error() {
         // The hub reported an error (owner bindings an administrator must fix) before
         // the agent saw its Job succeed: the hub's state and message stay on the Service.
-        let op = RecordOp::Progress {
-            uid: "u".into(),
-            phase: Phase::Succeeded,
-            message: String::new(),
-            rancher_cluster_id: "c-m-abcd1234".into(),
-            job_name: "vclink-register-0123456789ab".into(),
-            job_uid: String::new(),
-        };
+        let op = job_succeeded();
         let error = ann(&[
             (keys::ANNOTATION_STATE, "error"),
             (keys::ANNOTATION_LAST_ERROR, "owner bindings: not an owner"),
