@@ -7,6 +7,7 @@
 //! and 500 (by default) vCluster Services in the downstream cluster.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use serde_json::json;
-use vclink_envtest::{Cluster, ClusterOptions};
+use vclink_envtest::{CertificateAuthority, Cluster, ClusterOptions};
 use vclink_harness::{AgentOptions, AgentProcess, HubOptions, HubProcess};
 use vclink_rancher_sim::RancherVersion;
 
@@ -126,6 +127,19 @@ pub async fn start_hub(
     max_per_agent: usize,
     extra_env: Vec<(String, String)>,
 ) -> anyhow::Result<(HubProcess, Vec<String>)> {
+    start_hub_with(local, kube_qps, max_per_agent, extra_env, Vec::new(), None).await
+}
+
+/// [`start_hub`] with more flags after the benchmark's and, for replicas that share the
+/// chart's TLS Secret, one CA.
+pub async fn start_hub_with(
+    local: &Cluster,
+    kube_qps: u32,
+    max_per_agent: usize,
+    extra_env: Vec<(String, String)>,
+    more_args: Vec<String>,
+    ca: Option<Arc<CertificateAuthority>>,
+) -> anyhow::Result<(HubProcess, Vec<String>)> {
     let mut extra = vec![
         format!("--kube-qps={kube_qps}"),
         format!("--kube-burst={}", kube_qps.saturating_mul(2)),
@@ -164,7 +178,9 @@ pub async fn start_hub(
             crate::bulk::PROOF_KEY_NAMESPACE
         ));
     }
+    extra.extend(more_args);
     let opts = HubOptions {
+        ca,
         identity: Some(local.issue_identity(HUB_USER, &["system:masters"])),
         fleet_workspace: Some(WORKSPACE.into()),
         extra_args: extra.clone(),

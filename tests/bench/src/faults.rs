@@ -7,7 +7,9 @@
 //! Faults come from the simulator's knobs (`vclink_rancher_sim::Faults`: its admission
 //! webhook answering the hub's creates with an error or not at all, its controllers
 //! failing, its cluster proxy failing TokenReviews) and from killing the processes.
-//! The leader case ([`crate::leaderkill`]) runs last, in a world of two replicas.
+//! The leader cases run last, each in a world of two replicas: [`crate::leaderkill`] with
+//! real agents and vClusters, [`crate::leaderscale`] with a burst of 1,000 registrations
+//! from simulated agents.
 //! The API-faults case puts a fault-injecting proxy ([`crate::faultproxy`]) between the hub and
 //! its API server and between the agent and its own: every 10th write answered 500, 409, or
 //! applied and then timed out (504 after 5 s), in turn.
@@ -479,13 +481,26 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
         });
     eprintln!("[faults]   → {}", row(&r));
     results.push(r);
+    eprintln!("[faults] case: leader kill at scale");
+    let r = crate::leaderscale::run(args)
+        .await
+        .unwrap_or_else(|e| CaseResult {
+            case: format!(
+                "leader kill during a burst of {} registrations",
+                crate::leaderscale::BURST
+            ),
+            error: Some(format!("{e:#}")),
+            ..Default::default()
+        });
+    eprintln!("[faults]   → {}", row(&r));
+    results.push(r);
     let text = render(&results);
     crate::report::write_mode(&args.out, "faults", &results, &text)
 }
 
 fn row(r: &CaseResult) -> String {
     format!(
-        "{:<4} dup {:>2}  wrong-del {:>2}  completed {:>2}/{:<2}  converge {:>7}{}",
+        "{:<4} dup {:>2}  wrong-del {:>2}  completed {:>4}/{:<4}  converge {:>7}{}",
         if r.passed() { "PASS" } else { "FAIL" },
         r.duplicates,
         r.wrong_deletions,

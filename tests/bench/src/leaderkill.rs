@@ -24,7 +24,7 @@ use crate::faults::{CaseResult, GRACE, World};
 pub const BURST: usize = 8;
 const LEASE_SECONDS: u64 = 3;
 
-fn leader_flags() -> Vec<String> {
+pub(crate) fn leader_flags() -> Vec<String> {
     vec![
         "--leader-election=true".to_owned(),
         format!("--leader-election-namespace={RELEASE_NAMESPACE}"),
@@ -36,7 +36,7 @@ fn leader_flags() -> Vec<String> {
     ]
 }
 
-async fn leads(hub: &HubProcess) -> bool {
+pub(crate) async fn leads(hub: &HubProcess) -> bool {
     hub.metrics()
         .await
         .is_ok_and(|m| m.lines().any(|l| l.trim() == "vclink_hub_leader 1"))

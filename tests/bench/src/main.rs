@@ -11,6 +11,7 @@ mod faultproxy;
 mod faults;
 mod hostile;
 mod leaderkill;
+mod leaderscale;
 mod loadgen;
 mod measure;
 mod player;
