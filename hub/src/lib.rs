@@ -256,7 +256,17 @@ async fn run_fenced(
             .await
             .context("the hub's proof key")?,
     );
+    let synced_labels = if args.rancher_mirror {
+        Some(
+            mirror::LabelPolicy::new(&args.sync_labels_include, &args.sync_labels_exclude)
+                .map_err(anyhow::Error::msg)
+                .context("--sync-labels-include / --sync-labels-exclude")?,
+        )
+    } else {
+        None
+    };
     let cfg = HubConfig {
+        synced_labels: synced_labels.clone(),
         proof_key: proof_key.clone(),
         workspace: args.fleet_workspace.clone(),
         workspaces: workspaces.clone(),
@@ -325,10 +335,7 @@ async fn run_fenced(
             shutdown.clone(),
         ));
     }
-    if args.rancher_mirror {
-        let policy = mirror::LabelPolicy::new(&args.sync_labels_include, &args.sync_labels_exclude)
-            .map_err(anyhow::Error::msg)
-            .context("--sync-labels-include / --sync-labels-exclude")?;
+    if let Some(policy) = synced_labels {
         tasks.extend(mirror::spawn(
             client.clone(),
             hub.clone(),

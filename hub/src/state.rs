@@ -93,6 +93,22 @@ pub(crate) struct HubConfig {
     pub(crate) tls_mode: RegistrationTlsMode,
     /// The key of the hub's proofs on the clusters it made (`core::proof`).
     pub(crate) proof_key: Arc<crate::core::proof::ProofKey>,
+    /// The Service labels the mirror may sync (--rancher-mirror with
+    /// --sync-labels-include/-exclude); `None` without the mirror. A report keeps only
+    /// these: nothing else in the hub reads labels, and at 50,000 vClusters the Helm
+    /// labels every vCluster Service carries would be tens of MiB held for nothing.
+    pub(crate) synced_labels: Option<crate::mirror::LabelPolicy>,
+}
+
+impl HubConfig {
+    /// `v` as the hub keeps it: only the labels the mirror may sync.
+    pub(crate) fn kept(&self, mut v: VCluster) -> VCluster {
+        match &self.synced_labels {
+            Some(p) if !p.is_off() => v.labels.retain(|k, _| p.allows(k)),
+            _ => v.labels.clear(),
+        }
+        v
+    }
 }
 
 /// Everything shared between gRPC sessions, watches and reconcile workers.
@@ -294,7 +310,10 @@ impl Hub {
                     .iter()
                     .map(|v| ((v.namespace.clone(), v.name.clone()), v.uid.clone()))
                     .collect();
-                h.reported = vcs.into_iter().map(|v| (v.uid.clone(), v)).collect();
+                h.reported = vcs
+                    .into_iter()
+                    .map(|v| (v.uid.clone(), self.cfg.kept(v)))
+                    .collect();
                 h.snapshot_complete = true;
                 // A full Status for every vCluster after each snapshot.
                 for pv in h.per_vc.values_mut() {
@@ -327,7 +346,7 @@ impl Hub {
                 {
                     keys.push(key(&old));
                 }
-                h.reported.insert(v.uid.clone(), v);
+                h.reported.insert(v.uid.clone(), self.cfg.kept(v));
                 drop(w);
                 self.queue.add_all(keys);
             }
@@ -513,6 +532,37 @@ mod tests {
         let (id, _rx2, _c2) = attach(&hub);
         hub.apply(HOST, id, Effect::Remove(v.uid.clone())).unwrap();
         assert_eq!(hub.world().timers[&key].removed, Some(started));
+    }
+
+    #[test]
+    fn a_report_keeps_only_the_labels_the_mirror_syncs() {
+        let labelled = |n| VCluster {
+            labels: [("team", "a"), ("heritage", "Helm"), ("app", "vcluster")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ..vc(n, "ns")
+        };
+        let kept = |hub: &Hub, uid: &str| -> Vec<String> {
+            hub.world().hosts[HOST].reported[uid]
+                .labels
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let policy = crate::mirror::LabelPolicy::new(&["team".into()], &[]).expect("valid");
+        let hub = TestHub::default().synced_labels(policy).build();
+        let (id, _rx, _c) = attach(&hub);
+        let (a, b) = (labelled(1), labelled(2));
+        hub.apply(HOST, id, Effect::Snapshot(vec![a.clone()]))
+            .unwrap();
+        hub.apply(HOST, id, Effect::Upsert(b.clone())).unwrap();
+        assert_eq!(kept(&hub, &a.uid), ["team"]);
+        assert_eq!(kept(&hub, &b.uid), ["team"]);
+        // Without the mirror no label is kept at all.
+        let hub = TestHub::default().build();
+        let (id, _rx, _c) = attach(&hub);
+        hub.apply(HOST, id, Effect::Upsert(b.clone())).unwrap();
+        assert!(kept(&hub, &b.uid).is_empty());
     }
 
     #[test]

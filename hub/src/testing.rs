@@ -99,6 +99,7 @@ impl Default for TestHub {
                 },
                 tls_mode: RegistrationTlsMode::Auto,
                 proof_key: Arc::new(test_proof_key()),
+                synced_labels: None,
             },
             ready: false,
             index: None,
@@ -125,6 +126,12 @@ impl TestHub {
             selector: Some(selector.to_string()),
             allow_nested,
         };
+        self
+    }
+
+    /// Keeps the Service labels `policy` syncs (as with --rancher-mirror).
+    pub fn synced_labels(mut self, policy: crate::mirror::LabelPolicy) -> Self {
+        self.cfg.synced_labels = Some(policy);
         self
     }
 

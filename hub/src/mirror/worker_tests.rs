@@ -47,7 +47,10 @@ fn setup(
     VcKey,
     mpsc::Receiver<crate::state::Outbound>,
 ) {
-    let hub = TestHub::default().ready(true).build();
+    let hub = TestHub::default()
+        .synced_labels(policy())
+        .ready(true)
+        .build();
     let key = VcKey::new(HOST, UID);
     hub.world().index.apply_prov(prov(trust, &key));
     let (tx, rx) = mpsc::channel(16);
