@@ -116,7 +116,10 @@ async fn link_speaks_the_protocol() {
 
     // No snapshot before the catalog is ready; then exactly the ready catalog.
     let set = |items: &[u32], ready: bool| {
-        let vclusters: BTreeMap<_, _> = items.iter().map(|i| (vc(*i).uid, vc(*i))).collect();
+        let vclusters: BTreeMap<_, _> = items
+            .iter()
+            .map(|i| (vc(*i).uid, std::sync::Arc::new(vc(*i))))
+            .collect();
         catalog_tx.send_replace(Arc::new(Catalog {
             ready,
             vclusters,

@@ -227,7 +227,9 @@ async fn heartbeats_continue_while_writers_are_paced() {
     let (catalog_tx, catalog_rx) = vclink_agent::watch::channel();
     catalog_tx.send_replace(Arc::new(Catalog {
         ready: true,
-        vclusters: (0..VCLUSTERS).map(|i| (uid(i), vc(i))).collect(),
+        vclusters: (0..VCLUSTERS)
+            .map(|i| (uid(i), std::sync::Arc::new(vc(i))))
+            .collect(),
         ..Default::default()
     }));
     let (reg_tx, mut reg_rx) = latest::channel(1_000);

@@ -47,10 +47,45 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The audience the agent's projected ServiceAccount token is minted for.
 pub const TOKEN_AUDIENCE: &str = "vclink-hub";
 
+/// gRPC response metadata on a refusal that will pass by itself (a hub still loading
+/// Rancher objects): milliseconds until a retry is worth it. An agent waits about that
+/// long instead of its doubling backoff, so agents are back within seconds of a
+/// restarted hub becoming ready rather than up to a minute later.
+pub const RETRY_AFTER_METADATA: &str = "vclink-retry-after-ms";
+
+/// Most an agent waits on a [`RETRY_AFTER_METADATA`] hint (a larger value is capped).
+pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
+
+/// The retry hint a refusal carries, if any, bounded by [`MAX_RETRY_AFTER_MS`].
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    let ms: u64 = status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms.min(MAX_RETRY_AFTER_MS)))
+}
+
 pub use secret::Secret;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_retry_hint_is_read_from_metadata_and_capped() {
+        let with = |v: &str| {
+            let mut s = tonic::Status::unavailable("starting");
+            s.metadata_mut()
+                .insert(crate::RETRY_AFTER_METADATA, v.parse().expect("ascii"));
+            crate::retry_after(&s)
+        };
+        assert_eq!(with("5000"), Some(std::time::Duration::from_secs(5)));
+        assert_eq!(with("999999999"), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(with("soon"), None);
+        assert_eq!(crate::retry_after(&tonic::Status::unavailable("x")), None);
+    }
+
     #[test]
     fn reauth_debug_hides_the_token() {
         let m = crate::v1::AgentMessage {

@@ -296,7 +296,7 @@ impl JobController {
             &job.uid().unwrap_or_default(),
             service_uid,
             self.own.get(service_uid),
-            facts.as_ref(),
+            facts.as_deref(),
         )
     }
 

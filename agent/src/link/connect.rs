@@ -81,6 +81,13 @@ impl Backoff {
     }
 }
 
+/// A hub's retry hint `h`, drawn from [h/2, h] (at least 1 s) so agents refused together
+/// do not all return at one instant.
+pub(crate) fn jittered(h: Duration) -> Duration {
+    let half = (h.max(Duration::from_secs(1)).as_millis() as u64) / 2;
+    Duration::from_millis(half + rand::rng().random_range(0..=half))
+}
+
 /// Builds the TLS channel to the hub (lazily connected by the first request).
 pub(crate) async fn connect(cfg: &LinkConfig) -> Result<Channel, LinkError> {
     let uri: tonic::transport::Uri = cfg
@@ -178,6 +185,22 @@ mod tests {
             ..cfg
         };
         assert_eq!(current_trust(&system), Trust::System);
+    }
+
+    #[test]
+    fn a_retry_hint_is_jittered_below_itself_and_at_least_half_a_second() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(5));
+            assert!(
+                d >= Duration::from_millis(2500) && d <= Duration::from_secs(5),
+                "{d:?}"
+            );
+        }
+        let d = jittered(Duration::ZERO);
+        assert!(
+            d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+            "{d:?}"
+        );
     }
 
     #[test]

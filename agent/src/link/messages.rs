@@ -3,6 +3,7 @@
 //! agent sees now, and checking a hub's Register before it can create anything.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use prost::Message;
 use vclink_proto::limits::{MAX_CA_LEN, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_CHUNK, MAX_URL_LEN};
@@ -41,7 +42,10 @@ pub const MAX_CHUNK_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 /// most [`MAX_CHUNK_BYTES`] of encoded vClusters (a vCluster always fits: validation
 /// bounds each far below that); the last one has `last = true`, and an empty list is one
 /// empty chunk with `last = true`.
-pub fn snapshot_chunks(generation: u64, vclusters: &BTreeMap<String, VCluster>) -> Vec<Snapshot> {
+pub fn snapshot_chunks(
+    generation: u64,
+    vclusters: &BTreeMap<String, Arc<VCluster>>,
+) -> Vec<Snapshot> {
     let mut chunks: Vec<Vec<VCluster>> = vec![Vec::new()];
     let mut bytes = 0;
     for v in vclusters.values() {
@@ -54,7 +58,7 @@ pub fn snapshot_chunks(generation: u64, vclusters: &BTreeMap<String, VCluster>) 
         }
         bytes += len;
         if let Some(c) = chunks.last_mut() {
-            c.push(v.clone());
+            c.push(VCluster::clone(v));
         }
     }
     let n = chunks.len();
@@ -74,14 +78,15 @@ pub fn snapshot_chunks(generation: u64, vclusters: &BTreeMap<String, VCluster>) 
 /// one, nothing for unchanged ones. The catalog keeps excluded vClusters and drops one
 /// only once its Service's deletion is confirmed, so a Remove always means "deleted".
 pub fn diff(
-    sent: &BTreeMap<String, VCluster>,
-    current: &BTreeMap<String, VCluster>,
+    sent: &BTreeMap<String, Arc<VCluster>>,
+    current: &BTreeMap<String, Arc<VCluster>>,
 ) -> Vec<AgentMessage> {
     let mut out = Vec::new();
     for (uid, v) in current {
-        if sent.get(uid) != Some(v) {
+        // Unchanged entries are shared with the catalog the hub was sent: no deep compare.
+        if !sent.get(uid).is_some_and(|s| Arc::ptr_eq(s, v) || s == v) {
             out.push(msg(Msg::Upsert(Upsert {
-                vcluster: Some(v.clone()),
+                vcluster: Some(VCluster::clone(v)),
             })));
         }
     }
@@ -146,8 +151,10 @@ mod tests {
         }
     }
 
-    fn map(n: usize) -> BTreeMap<String, VCluster> {
-        (0..n).map(|i| (vc(i).uid.clone(), vc(i))).collect()
+    fn map(n: usize) -> BTreeMap<String, Arc<VCluster>> {
+        (0..n)
+            .map(|i| (vc(i).uid.clone(), Arc::new(vc(i))))
+            .collect()
     }
 
     #[test]
@@ -187,17 +194,17 @@ mod tests {
     #[test]
     fn big_vclusters_are_chunked_by_size() {
         // 500 vClusters with 64 labels of 63-character values: ~3 MiB in all.
-        let all: BTreeMap<String, VCluster> = (0..MAX_SNAPSHOT_CHUNK)
+        let all: BTreeMap<String, Arc<VCluster>> = (0..MAX_SNAPSHOT_CHUNK)
             .map(|i| {
                 let mut v = vc(i);
                 v.labels = (0..vclink_proto::validate::MAX_LABELS)
                     .map(|l| (format!("example.org/label-{l:02}"), "v".repeat(63)))
                     .collect();
-                (v.uid.clone(), v)
+                (v.uid.clone(), Arc::new(v))
             })
             .collect();
         assert!(
-            all.values().map(Message::encoded_len).sum::<usize>() > MAX_MESSAGE_BYTES,
+            all.values().map(|v| v.encoded_len()).sum::<usize>() > MAX_MESSAGE_BYTES,
             "the test needs a snapshot over the limit"
         );
         let c = snapshot_chunks(1, &all);
@@ -231,8 +238,12 @@ mod tests {
         assert!(diff(&sent, &sent).is_empty());
         let mut current = sent.clone();
         current.remove(&vc(0).uid);
-        current.get_mut(&vc(1).uid).expect("vc1").project_id = "c-m-abcd1234:p-xk2lm".into();
-        current.insert(vc(5).uid.clone(), vc(5));
+        let mut changed = vc(1);
+        changed.project_id = "c-m-abcd1234:p-xk2lm".into();
+        current.insert(vc(1).uid.clone(), Arc::new(changed));
+        // An equal entry in a new allocation is no change either.
+        current.insert(vc(2).uid.clone(), Arc::new(vc(2)));
+        current.insert(vc(5).uid.clone(), Arc::new(vc(5)));
         let d = diff(&sent, &current);
         let upserts: Vec<_> = d
             .iter()
@@ -256,7 +267,8 @@ mod tests {
     fn an_exclusion_is_an_upsert_not_a_remove() {
         let sent = map(1);
         let mut current = sent.clone();
-        current.get_mut(&vc(0).uid).expect("vc0").exclusion = Some(vclink_proto::v1::Exclusion {
+        let excluded = current.get_mut(&vc(0).uid).expect("vc0");
+        Arc::make_mut(excluded).exclusion = Some(vclink_proto::v1::Exclusion {
             kind: vclink_proto::v1::exclusion::Kind::Excluded as i32,
             reason: "skip-import".into(),
         });

@@ -170,14 +170,25 @@ pub async fn run(cfg: LinkConfig, mut ch: LinkChannels, cancel: CancellationToke
     loop {
         let mut welcomed = false;
         let result = session(&cfg, &mut ch, &mut generation, &mut welcomed, &cancel).await;
-        match result {
+        let hint = match &result {
             Ok(()) => return,
-            Err(e) => log_session_end(&cfg, &e),
-        }
+            Err(e) => {
+                log_session_end(&cfg, &e);
+                match e {
+                    LinkError::Status(s) => vclink_proto::retry_after(s),
+                    _ => None,
+                }
+            }
+        };
         if welcomed {
             backoff.reset();
         }
-        let delay = backoff.next_delay();
+        // A refusal that passes by itself (the hub is still loading) says when to come
+        // back: about then, jittered, without growing the backoff.
+        let delay = match hint {
+            Some(h) => connect::jittered(h),
+            None => backoff.next_delay(),
+        };
         info!(
             delay_ms = delay.as_millis() as u64,
             "reconnecting to the hub after a delay"
@@ -275,7 +286,7 @@ async fn session(
     let mut catalog = ch.catalog.clone();
     let (registrations, records) = (ch.registrations.clone(), ch.records.clone());
     // None until the first snapshot went out; then what the hub was told.
-    let mut sent: Option<BTreeMap<String, VCluster>> = None;
+    let mut sent: Option<BTreeMap<String, Arc<VCluster>>> = None;
     let send = |m: AgentMessage| {
         let tx = tx.clone();
         async move { tx.send(m).await.map_err(|_| LinkError::Closed) }

@@ -196,14 +196,14 @@ mod tests {
         let mut c = Catalog::default();
         c.vclusters.insert(
             U1.into(),
-            VCluster {
+            std::sync::Arc::new(VCluster {
                 uid: U1.into(),
                 exclusion: exclusion.map(|(k, r)| Exclusion {
                     kind: k as i32,
                     reason: r.into(),
                 }),
                 ..Default::default()
-            },
+            }),
         );
         if unmarked {
             c.unmarked.insert(U1.into());

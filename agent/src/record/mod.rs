@@ -147,7 +147,12 @@ impl Writer {
                         // What is kept per Service goes with it (the announce pass
                         // below walks the catalog anyway).
                         self.hub_states.retain(|uid, _| current.services.contains_key(uid));
-                        self.overlays.retain(|uid, _| current.services.contains_key(uid));
+                        // An overlay ends once the watch shows anything but what it
+                        // was planned against (usually our own write): kept longer, it
+                        // would hold two annotation maps per Service for nothing.
+                        self.overlays.retain(|uid, o| {
+                            current.services.get(uid).is_some_and(|f| f.annotations == o.seen)
+                        });
                         announce::catalog_ops(&current, &mut self.announced)
                     }
                     Err(_) => {

@@ -17,6 +17,7 @@
 //! whose labels cannot be reported are logged once each (the only side effect here).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use tracing::warn;
 use vclink_proto::v1::{Exclusion, Quota, VCluster};
@@ -48,9 +49,11 @@ pub struct Catalog {
     /// All watches listed everything once: a snapshot may be sent.
     pub ready: bool,
     /// Reported vClusters by Service UID, excluded ones included (with `exclusion` set).
-    pub vclusters: BTreeMap<String, VCluster>,
-    /// Service facts by UID (reported vClusters only).
-    pub services: HashMap<String, ServiceFacts>,
+    /// Shared: an entry that did not change is the same allocation in consecutive
+    /// catalogs and in the link's record of what the hub was sent.
+    pub vclusters: BTreeMap<String, Arc<VCluster>>,
+    /// Service facts by UID (reported vClusters only), shared the same way.
+    pub services: HashMap<String, Arc<ServiceFacts>>,
     /// Reported Services that do not carry the agent's mark yet (the recorder adds it).
     pub unmarked: BTreeSet<String>,
 }
@@ -128,6 +131,22 @@ pub struct Inventory {
     quotas_ready: bool,
     /// UIDs whose refused labels were logged already.
     labels_warned: HashSet<String>,
+    /// The last catalog's entries, reused by the next one where they did not change: a
+    /// catalog is derived whole on every change, and without this every entry (labels,
+    /// quota, annotations) would be allocated again and held twice while consumers keep
+    /// the previous one.
+    last: (
+        HashMap<String, Arc<VCluster>>,
+        HashMap<String, Arc<ServiceFacts>>,
+    ),
+}
+
+/// `new`, or the previous allocation when it is equal.
+fn reuse<T: PartialEq>(prev: Option<&Arc<T>>, new: T) -> Arc<T> {
+    match prev {
+        Some(p) if **p == new => p.clone(),
+        _ => Arc::new(new),
+    }
 }
 
 impl Inventory {
@@ -399,20 +418,27 @@ impl Inventory {
                     self.labels_warned.remove(&svc.uid);
                 }
             }
-            out.services.insert(
-                svc.uid.clone(),
-                ServiceFacts {
-                    namespace: svc.namespace.clone(),
-                    name: svc.name.clone(),
-                    https_port: svc.https_port,
-                    annotations: svc.annotations.clone(),
-                },
-            );
+            let facts = ServiceFacts {
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                https_port: svc.https_port,
+                annotations: svc.annotations.clone(),
+            };
+            out.services
+                .insert(svc.uid.clone(), reuse(self.last.1.get(&svc.uid), facts));
             if !svc.marked {
                 out.unmarked.insert(svc.uid.clone());
             }
-            out.vclusters.insert(svc.uid.clone(), v);
+            out.vclusters
+                .insert(svc.uid.clone(), reuse(self.last.0.get(&svc.uid), v));
         }
+        self.last = (
+            out.vclusters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            out.services.clone(),
+        );
         let pending = &self.pending;
         self.reported
             .retain(|uid| out.vclusters.contains_key(uid) || pending.contains_key(uid));

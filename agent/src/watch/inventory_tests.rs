@@ -83,6 +83,26 @@ fn namespace_project_change_updates_the_vcluster() {
 }
 
 #[test]
+fn an_unchanged_vcluster_is_shared_between_catalogs() {
+    let mut inv = Inventory::new(None);
+    ready(&mut inv);
+    inv.service_applied(Feed::Labelled, tracked("team-a", "vc1", U1));
+    inv.service_applied(Feed::Labelled, tracked("team-a", "vc2", U2));
+    let first = inv.catalog();
+    let mut renamed = tracked("team-a", "vc2", U2);
+    renamed.labels.insert("team".into(), "b".into());
+    inv.service_applied(Feed::Labelled, renamed);
+    let second = inv.catalog();
+    assert!(
+        Arc::ptr_eq(&first.vclusters[U1], &second.vclusters[U1]),
+        "vc1 did not change: one allocation for both catalogs"
+    );
+    assert!(Arc::ptr_eq(&first.services[U1], &second.services[U1]));
+    assert!(!Arc::ptr_eq(&first.vclusters[U2], &second.vclusters[U2]));
+    assert_eq!(second.vclusters[U2].labels["team"], "b");
+}
+
+#[test]
 fn an_opt_out_is_excluded_not_removed() {
     let mut inv = Inventory::new(None);
     ready(&mut inv);

@@ -122,6 +122,25 @@ impl LinkService {
     }
 }
 
+/// How long a hub still loading Rancher objects asks agents to wait: short, so they are
+/// back within seconds of it becoming ready (their own backoff would have grown to a
+/// minute by then at full scale); each refusal is one cheap answer, counted as
+/// `not_ready`.
+const NOT_READY_RETRY: Duration = Duration::from_secs(5);
+
+/// The refusal of a hub that is not ready, with its retry hint as metadata.
+fn not_ready() -> Status {
+    let mut s = Status::unavailable(format!(
+        "the hub is starting (loading Rancher objects); retry in {}s",
+        NOT_READY_RETRY.as_secs()
+    ));
+    if let Ok(v) = NOT_READY_RETRY.as_millis().to_string().parse() {
+        s.metadata_mut()
+            .insert(vclink_proto::RETRY_AFTER_METADATA, v);
+    }
+    s
+}
+
 #[tonic::async_trait]
 impl Link for LinkService {
     type AttachStream = ReceiverStream<Outbound>;
@@ -132,9 +151,7 @@ impl Link for LinkService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         if !self.hub.is_ready() {
             self.hub.metrics.reject("not_ready");
-            return Err(Status::unavailable(
-                "the hub is starting (loading Rancher objects); retry shortly",
-            ));
+            return Err(not_ready());
         }
         let bearer = bearer(req.metadata());
         let conn = req.extensions().get::<EdgeConnInfo>().cloned();
