@@ -220,7 +220,7 @@ pub async fn create_services(down: &Cluster, n: usize) -> anyhow::Result<()> {
             let name = format!("vc-{j}");
             let o: Service = serde_json::from_value(json!({
                 "metadata": {"name": name, "namespace": ns,
-                    "labels": {"app": "vcluster", "release": name}},
+                    "labels": {"app": "vcluster", "release": name, "chart": "vcluster-0.20.0", "heritage": "Helm"}},
                 "spec": {"type": "ClusterIP", "ports": [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]},
             }))?;
             Api::<Service>::namespaced(client, &ns)

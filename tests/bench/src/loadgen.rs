@@ -100,6 +100,22 @@ pub struct FakeAgent {
     pub vclusters: Vec<VCluster>,
 }
 
+/// The labels the vCluster chart (0.20) puts on a vCluster's Service, plus the agent's
+/// mark, as the real agent reports them: a report without labels would hide what the
+/// hub keeps of each.
+pub fn service_labels(release: &str, uid: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("app", "vcluster"),
+        ("chart", "vcluster-0.20.0"),
+        ("heritage", "Helm"),
+        ("release", release),
+        (vclink_proto::keys::LABEL_TRACKED, uid),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// `n` agents sharing `m` vClusters as evenly as possible.
 pub fn fake_agents(n: usize, m: usize) -> Vec<FakeAgent> {
     (0..n)
@@ -108,12 +124,16 @@ pub fn fake_agents(n: usize, m: usize) -> Vec<FakeAgent> {
             FakeAgent {
                 cluster_id: format!("c-m-lg{a:06}"),
                 vclusters: (0..count)
-                    .map(|j| VCluster {
-                        uid: format!("{a:08x}-0000-4000-8000-{j:012x}"),
-                        namespace: format!("team-{}", j / 20),
-                        name: format!("vc-{j}"),
-                        flavour: Flavour::V020 as i32,
-                        ..Default::default()
+                    .map(|j| {
+                        let uid = format!("{a:08x}-0000-4000-8000-{j:012x}");
+                        VCluster {
+                            namespace: format!("team-{}", j / 20),
+                            name: format!("vc-{j}"),
+                            flavour: Flavour::V020 as i32,
+                            labels: service_labels(&format!("vc-{j}"), &uid),
+                            uid,
+                            ..Default::default()
+                        }
                     })
                     .collect(),
             }
@@ -217,14 +237,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// failed attempt up to [`MAX_BACKOFF`]. A fixed 1 s retry from 2,000 simulated agents
 /// would keep a restarting hub busy with 2,000 TLS handshakes a second.
 fn backoff(failures: u32) -> Duration {
+    jittered(
+        Duration::from_secs(1)
+            .saturating_mul(1 << failures.min(6))
+            .min(MAX_BACKOFF),
+    )
+}
+
+/// The real agent's jitter: a delay drawn from [d/2, d] (d at least 1 s), so agents
+/// refused together do not all return at one instant. Also its delay on a retry hint.
+fn jittered(d: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};
-    let base = Duration::from_secs(1)
-        .saturating_mul(1 << failures.min(6))
-        .min(MAX_BACKOFF);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(failures);
+    h.write_u64(d.as_millis() as u64);
     let jitter = (h.finish() % 1_000) as f64 / 1_000.0;
-    base.mul_f64(0.5 + 0.5 * jitter)
+    d.max(Duration::from_secs(1)).mul_f64(0.5 + 0.5 * jitter)
 }
 
 async fn run_agent(mut ctx: Ctx, agent: FakeAgent) {
@@ -241,11 +268,22 @@ async fn run_agent(mut ctx: Ctx, agent: FakeAgent) {
                     failures = 0;
                 }
                 tracing::warn!(agent = %agent.cluster_id, error = %e, "simulated agent stream ended; reconnecting");
+                // As the real agent: a refusal with a retry hint (a hub still loading)
+                // is retried after about that long, without growing the backoff.
+                let hint = e
+                    .downcast_ref::<tonic::Status>()
+                    .and_then(vclink_proto::retry_after);
+                let delay = match hint {
+                    Some(h) => jittered(h),
+                    None => backoff(failures),
+                };
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                failures = failures.saturating_add(1);
+                if hint.is_none() {
+                    failures = failures.saturating_add(1);
+                }
             }
         }
     }
