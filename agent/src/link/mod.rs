@@ -173,7 +173,7 @@ pub async fn run(cfg: LinkConfig, mut ch: LinkChannels, cancel: CancellationToke
         let hint = match &result {
             Ok(()) => return,
             Err(e) => {
-                log_session_end(&cfg, &e);
+                log_session_end(&cfg, e);
                 match e {
                     LinkError::Status(s) => vclink_proto::retry_after(s),
                     _ => None,
