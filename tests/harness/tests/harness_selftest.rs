@@ -293,14 +293,17 @@ async fn sim_vcluster_kubeconfig_reaches_its_api_via_the_service_map() -> anyhow
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await?;
     let vclient = kube::Client::try_from(cfg)?;
-    let names: Vec<String> = Api::<Namespace>::all(vclient)
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .collect();
-    assert!(names.iter().any(|n| n == "default"), "{names:?}");
+    // The API server creates `default` shortly after it starts serving: wait for it.
+    let namespaces = Api::<Namespace>::all(vclient);
+    wait_for(
+        "namespace default in the vCluster's API server",
+        TIMEOUT,
+        || {
+            let namespaces = namespaces.clone();
+            async move { namespaces.get_opt("default").await.map(|n| n.is_some()) }
+        },
+    )
+    .await?;
 
     // Host objects as the chart makes them.
     let svc = Api::<Service>::namespaced(hc.clone(), "team-a")
@@ -349,7 +352,8 @@ async fn sim_vcluster_kubeconfig_reaches_its_api_via_the_service_map() -> anyhow
     let c2 = kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(kc2, &Default::default()).await?,
     )?;
-    Api::<Namespace>::all(c2).get("default").await?;
+    // Reachable and answering (its `default` namespace may not exist yet).
+    Api::<Namespace>::all(c2).list(&Default::default()).await?;
     Api::<ResourceQuota>::namespaced(hc.clone(), "team-a")
         .get_opt("vc2-quota")
         .await?
