@@ -97,7 +97,7 @@ pub(crate) struct HubConfig {
     /// --sync-labels-include/-exclude); `None` without the mirror. A report keeps only
     /// these: nothing else in the hub reads labels, and at 50,000 vClusters the Helm
     /// labels every vCluster Service carries would be tens of MiB held for nothing.
-    pub(crate) synced_labels: Option<crate::mirror::LabelPolicy>,
+    pub(crate) synced_labels: Option<crate::core::labels::LabelPolicy>,
 }
 
 impl HubConfig {
@@ -549,7 +549,7 @@ mod tests {
                 .cloned()
                 .collect()
         };
-        let policy = crate::mirror::LabelPolicy::new(&["team".into()], &[]).expect("valid");
+        let policy = crate::core::labels::LabelPolicy::new(&["team".into()], &[]).expect("valid");
         let hub = TestHub::default().synced_labels(policy).build();
         let (id, _rx, _c) = attach(&hub);
         let (a, b) = (labelled(1), labelled(2));

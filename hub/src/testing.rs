@@ -130,7 +130,7 @@ impl TestHub {
     }
 
     /// Keeps the Service labels `policy` syncs (as with --rancher-mirror).
-    pub fn synced_labels(mut self, policy: crate::mirror::LabelPolicy) -> Self {
+    pub fn synced_labels(mut self, policy: crate::core::labels::LabelPolicy) -> Self {
         self.cfg.synced_labels = Some(policy);
         self
     }

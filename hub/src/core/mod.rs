@@ -16,6 +16,8 @@
 //! - [`scope`]: an agent speaks only about its own host's vClusters.
 //! - [`backoff`]: exponential retry delay with optional jitter.
 //! - [`workspace`]: which Fleet workspace a new vCluster cluster goes to.
+//! - [`labels`]: which Service labels may be synced onto Rancher clusters (read by the
+//!   mirror, and by the hub state to keep no other label of a report).
 
 pub mod backoff;
 pub mod claims;
@@ -23,6 +25,7 @@ pub mod decide;
 pub mod decision;
 pub mod index;
 pub mod keys;
+pub mod labels;
 pub mod objects;
 pub mod proof;
 pub mod scope;

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use vclink_proto::keys::{ANNOTATION_LAST_ERROR, ANNOTATION_STATE};
 use vclink_proto::v1::{State, VCluster};
 
-use super::policy::{LabelPolicy, valid_value};
+use crate::core::labels::{LabelPolicy, valid_value};
 
 /// Annotation: the host cluster's management id (`c-m-…`).
 pub const ANNOTATION_HOST_ID: &str = "vclink.io/host-cluster-id";

@@ -7,8 +7,8 @@
 //! so nothing is written there. docs/rancher.md ("What the hub writes on the management
 //! cluster") lists every field.
 //!
-//! - [`policy`]: which labels may be synced (`--sync-labels-include`/`-exclude`, the
-//!   fixed exclusions).
+//! - [`LabelPolicy`] (in `core::labels`): which labels may be synced
+//!   (`--sync-labels-include`/`-exclude`, the fixed exclusions).
 //! - [`desired`]: the [`desired::Mirror`] vclink wants, and its digest.
 //! - [`observed`]: what the watch shows of it, reduced to a digest of the fields vclink's
 //!   field manager owns.
@@ -26,7 +26,6 @@
 
 pub mod desired;
 pub mod observed;
-pub mod policy;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -39,12 +38,12 @@ use tokio_util::sync::CancellationToken;
 use vclink_proto::ratelimit::RateLimiter;
 
 use crate::core::VcKey;
+pub use crate::core::labels::LabelPolicy;
 use crate::queue::Queue;
 use crate::rancher::kinds::Kind;
 use crate::state::Hub;
 use crate::watch::{self, ListGate, Op};
 use observed::Seen;
-pub use policy::LabelPolicy;
 
 /// Number of mirror workers (each writes one cluster at a time; the rate limiter bounds
 /// the total).
