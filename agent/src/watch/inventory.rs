@@ -136,7 +136,7 @@ pub struct Inventory {
     /// quota, annotations) would be allocated again and held twice while consumers keep
     /// the previous one.
     last: (
-        HashMap<String, Arc<VCluster>>,
+        BTreeMap<String, Arc<VCluster>>,
         HashMap<String, Arc<ServiceFacts>>,
     ),
 }
@@ -432,13 +432,7 @@ impl Inventory {
             out.vclusters
                 .insert(svc.uid.clone(), reuse(self.last.0.get(&svc.uid), v));
         }
-        self.last = (
-            out.vclusters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            out.services.clone(),
-        );
+        self.last = (out.vclusters.clone(), out.services.clone());
         let pending = &self.pending;
         self.reported
             .retain(|uid| out.vclusters.contains_key(uid) || pending.contains_key(uid));

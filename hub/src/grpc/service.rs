@@ -134,10 +134,10 @@ fn not_ready() -> Status {
         "the hub is starting (loading Rancher objects); retry in {}s",
         NOT_READY_RETRY.as_secs()
     ));
-    if let Ok(v) = NOT_READY_RETRY.as_millis().to_string().parse() {
-        s.metadata_mut()
-            .insert(vclink_proto::RETRY_AFTER_METADATA, v);
-    }
+    s.metadata_mut().insert(
+        vclink_proto::RETRY_AFTER_METADATA,
+        (NOT_READY_RETRY.as_millis() as u64).into(),
+    );
     s
 }
 

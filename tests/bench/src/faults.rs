@@ -63,10 +63,12 @@ impl CaseResult {
     }
 }
 
-/// Provisioning clusters by Service UID label.
-async fn clusters_by_uid(env: &E2eEnv) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(env.local_client().await?, WS, &provisioning_cluster());
+/// Live provisioning clusters in workspace `ws`, by Service UID label (their UIDs).
+pub(crate) async fn clusters_by_uid(
+    client: kube::Client,
+    ws: &str,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client, ws, &provisioning_cluster());
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in api.list(&ListParams::default()).await?.items {
         if c.metadata.deletion_timestamp.is_some() {
@@ -84,6 +86,11 @@ async fn clusters_by_uid(env: &E2eEnv) -> anyhow::Result<BTreeMap<String, Vec<St
         }
     }
     Ok(out)
+}
+
+/// [`clusters_by_uid`] in this world's local cluster and workspace.
+async fn world_clusters(env: &E2eEnv) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    clusters_by_uid(env.local_client().await?, WS).await
 }
 
 /// Whether `vc`'s provisioning cluster is ready.
@@ -147,7 +154,7 @@ impl World {
             converge_seconds: converge,
             ..Default::default()
         };
-        match clusters_by_uid(&self.env).await {
+        match world_clusters(&self.env).await {
             Ok(by) => {
                 r.duplicates = by.values().filter(|v| v.len() > 1).count();
                 r.wrong_deletions = self
@@ -315,7 +322,7 @@ async fn drops_while_deleted(w: &mut World) -> anyhow::Result<CaseResult> {
     let deadline = t0 + GRACE * 4 + Duration::from_secs(60);
     let mut next_drop = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if !clusters_by_uid(&w.env).await?.contains_key(&uid) {
+        if !world_clusters(&w.env).await?.contains_key(&uid) {
             gone = Some(t0.elapsed().as_secs_f64());
             break;
         }

@@ -16,7 +16,7 @@
 //! - completed: vClusters the simulated agents saw `connected`;
 //! - converge: from the kill until all of them are connected.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -25,18 +25,17 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vclink_envtest::CertificateAuthority;
-use vclink_harness::env::provisioning_cluster;
 use vclink_harness::procs::rbac::RELEASE_NAMESPACE;
 use vclink_proto::v1::State;
 
 use crate::Args;
 use crate::env::{self, HUB_USER, WORKSPACE};
-use crate::faults::CaseResult;
+use crate::faults::{CaseResult, clusters_by_uid};
 use crate::leaderkill::{leader_flags, leads};
 use crate::loadgen::{HubTarget, LoadGen, fake_agents};
 use crate::measure::count_requests;
@@ -143,13 +142,13 @@ pub async fn run(args: &Args) -> anyhow::Result<CaseResult> {
             .iter()
             .filter(|u| t.get(u).is_some_and(|s| s.state == State::Connected as i32))
             .count();
-        let by_uid = clusters_by_uid(&admin).await?;
+        let by_uid = clusters_by_uid(admin.clone(), WORKSPACE).await?;
         let deletes = provisioning_deletes(&local.audit_log, since);
         let mut r = CaseResult {
             case: case.clone(),
             completed: (completed, BURST),
             converge_seconds,
-            duplicates: by_uid.values().filter(|n| **n > 1).count(),
+            duplicates: by_uid.values().filter(|c| c.len() > 1).count(),
             wrong_deletions: uids.iter().filter(|u| !by_uid.contains_key(*u)).count()
                 + deletes as usize,
             ..Default::default()
@@ -164,27 +163,6 @@ pub async fn run(args: &Args) -> anyhow::Result<CaseResult> {
     lg.join().await;
     drop((leader, standby));
     result
-}
-
-/// Live provisioning clusters by Service UID label, counted.
-async fn clusters_by_uid(client: &kube::Client) -> anyhow::Result<BTreeMap<String, usize>> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), WORKSPACE, &provisioning_cluster());
-    let mut out = BTreeMap::new();
-    for c in api.list(&ListParams::default()).await?.items {
-        if c.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if let Some(uid) = c
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(vclink_proto::keys::LABEL_SERVICE_UID))
-        {
-            *out.entry(uid.clone()).or_default() += 1;
-        }
-    }
-    Ok(out)
 }
 
 /// Provisioning-cluster deletes the hubs sent since `since` (none is wanted: every
